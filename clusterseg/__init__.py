@@ -1,0 +1,13 @@
+"""clusterseg: clustering-attention vision models for the OpenMMLab 2.x stack."""
+from clusterseg.utils.version_check import check_mm_versions
+from clusterseg.version import __version__, version_info
+
+# Fail early, naming the package, when the mm* stack is not the pinned one.
+check_mm_versions()
+
+# torch >= 2.6 loads weights_only: allowlist what OpenMMLab checkpoints contain (see utils/checkpoint).
+from clusterseg.utils.checkpoint import install_safe_globals  # noqa: E402
+
+install_safe_globals()
+
+__all__ = ['__version__', 'version_info']

@@ -1,0 +1,242 @@
+"""Config preparation shared by ``tools/train.py`` and ``tools/test.py``.
+
+One pair of tools serves mmpretrain, mmdet and mmseg configs: the config's ``default_scope``
+decides which library's registries the runner uses. What differs between the libraries'
+own tools (``--out``, ``--show-dir``) is resolved here from that scope.
+"""
+import importlib
+import os
+import os.path as osp
+import re
+
+import torch
+from mmengine.config import ConfigDict
+
+SCOPES = ('mmseg', 'mmdet', 'mmpretrain')
+
+# dataset type -> --task of tools/misc/make_synthetic_data.py that writes that format
+_SYNTHETIC_TASK = {
+    'ADE20KDataset': 'seg',
+    'CocoDataset': 'det',
+    'CocoPanopticDataset': 'panoptic',
+    'ImageNet': 'cls',
+    'CustomDataset': 'cls',
+}
+
+
+def set_work_dir(cfg, work_dir, config_path):
+    """work_dir priority as in OpenMMLab: CLI > config > ``./work_dirs/<config stem>``."""
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config_path))[0])
+
+
+def _iter_datasets(dataset_cfg, key):
+    """Yield ``(dotted key, dataset cfg)`` for a dataset cfg and the datasets it wraps."""
+    if not isinstance(dataset_cfg, dict):
+        return
+    yield key, dataset_cfg
+    if isinstance(dataset_cfg.get('dataset'), dict):
+        yield from _iter_datasets(dataset_cfg['dataset'], key + '.dataset')
+    for i, sub in enumerate(dataset_cfg.get('datasets', None) or []):
+        yield from _iter_datasets(sub, f'{key}.datasets[{i}]')
+
+
+def check_data_roots(cfg, loaders=('train_dataloader', 'val_dataloader', 'test_dataloader')):
+    """Fail early, naming the path and how to get data, when a dataset's ``data_root`` is missing.
+
+    Args:
+        cfg (Config): the full config.
+        loaders (tuple[str]): the dataloader keys that will be used.
+
+    Raises:
+        FileNotFoundError: naming the config key, the path, and the command that writes the
+            synthetic set of that format.
+    """
+    for loader_key in loaders:
+        loader = cfg.get(loader_key, None)
+        if not isinstance(loader, dict):
+            continue
+        for key, ds in _iter_datasets(loader.get('dataset'), f'{loader_key}.dataset'):
+            root = ds.get('data_root', None)
+            if not root or osp.isdir(root):
+                continue
+            task = _SYNTHETIC_TASK.get(str(ds.get('type', '')).split('.')[-1])
+            hint = ''
+            if task is not None:
+                hint = (f' To train on the synthetic stand-in, generate it with:\n'
+                        f'    python tools/misc/make_synthetic_data.py --task {task} --out {root}\n')
+            raise FileNotFoundError(
+                f'data root {root!r} (config key {key}.data_root, dataset type '
+                f'{ds.get("type")}) does not exist.{hint or " "}For the real dataset, see '
+                'docs/get_started.md ("Datasets") for the expected layout, or override the path with '
+                f'--cfg-options {key}.data_root=PATH')
+
+
+def _replace_syncbn(node):
+    """SyncBN needs CUDA: turn every ``norm_cfg type='SyncBN'`` into ``BN`` in place."""
+    count = 0
+    if isinstance(node, dict):
+        if node.get('type') in ('SyncBN', 'MMSyncBN'):
+            node['type'] = 'BN'
+            count += 1
+        for v in node.values():
+            count += _replace_syncbn(v)
+    elif isinstance(node, (list, tuple)):
+        for v in node:
+            count += _replace_syncbn(v)
+    return count
+
+
+def adapt_to_device(cfg, logger=print):
+    """Adapt a GPU recipe to a CPU-only machine: SyncBN -> BN, no cudnn benchmark."""
+    if torch.cuda.is_available():
+        return
+    n = _replace_syncbn(cfg.model)
+    if n:
+        logger(f'[clusterseg] no CUDA device: replaced {n} SyncBN layer config(s) with BN')
+    if cfg.get('env_cfg', None) is not None:
+        cfg.env_cfg.cudnn_benchmark = False
+
+
+def setup_cpu_distributed(cfg):
+    """Start a gloo process group for ``--launcher pytorch`` when there is no CUDA device.
+
+    mmengine 0.10.7's ``init_dist`` calls ``torch.cuda.set_device`` unconditionally, which dies
+    on a CPU-only machine. ``Runner.setup_env`` skips ``init_dist`` when a process group already
+    exists, so we create it here and tell DDP not to pin a device (``device_ids=None``).
+    """
+    if cfg.launcher == 'none' or torch.cuda.is_available():
+        return
+    if cfg.launcher != 'pytorch':
+        raise RuntimeError(
+            f'--launcher {cfg.launcher} without a CUDA device is not supported; use '
+            'tools/dist_train.sh (torchrun, --launcher pytorch) for multi-process CPU runs')
+    import torch.distributed as dist
+    if not dist.is_initialized():
+        dist.init_process_group(
+            backend='gloo', rank=int(os.environ['RANK']),
+            world_size=int(os.environ['WORLD_SIZE']))
+    wrapper = cfg.get('model_wrapper_cfg', None) or ConfigDict(type='MMDistributedDataParallel')
+    wrapper.setdefault('device_ids', None)
+    cfg.model_wrapper_cfg = wrapper
+
+
+def enable_amp(cfg):
+    """``--amp``: mixed precision through mmengine's ``AmpOptimWrapper`` (needs a GPU)."""
+    if not torch.cuda.is_available():
+        raise SystemExit(
+            '--amp needs a CUDA GPU: mmengine\'s AmpOptimWrapper refuses to run on a CPU-only '
+            'machine, and this one has no CUDA device. Drop --amp to train in fp32.')
+    if cfg.optim_wrapper.get('type', 'OptimWrapper') not in ('OptimWrapper', 'AmpOptimWrapper'):
+        raise SystemExit(f'--amp works with optim_wrapper type OptimWrapper, but the config uses '
+                         f'{cfg.optim_wrapper.type}')
+    cfg.optim_wrapper.type = 'AmpOptimWrapper'
+    cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+
+
+def enable_auto_scale_lr(cfg):
+    """``--auto-scale-lr``: needs ``auto_scale_lr.base_batch_size`` in the config."""
+    if 'base_batch_size' not in cfg.get('auto_scale_lr', {}):
+        raise SystemExit('--auto-scale-lr needs `auto_scale_lr = dict(base_batch_size=N)` in the '
+                         'config (N = the batch size the learning rate was tuned for)')
+    cfg.auto_scale_lr.enable = True
+
+
+def scope_of(cfg):
+    """The downstream library the config runs in (``mmseg``, ``mmdet`` or ``mmpretrain``)."""
+    scope = cfg.get('default_scope', None)
+    if scope not in SCOPES:
+        raise ValueError(f'config key default_scope is {scope!r}; clusterseg tools run configs '
+                         f'whose default_scope is one of {SCOPES}')
+    return scope
+
+
+def enable_visualization(cfg, show_dir, show=False, wait_time=2.0):
+    """``--show-dir``/``--show`` for any scope: turn on that library's visualization hook."""
+    hooks = cfg.get('default_hooks', {})
+    if 'visualization' not in hooks:
+        raise SystemExit('--show/--show-dir need a `visualization` hook in default_hooks')
+    hook = hooks['visualization']
+    scope = scope_of(cfg)
+    if scope == 'mmpretrain':
+        hook.enable = True
+        hook.out_dir = show_dir
+    else:
+        hook.draw = True
+        if scope == 'mmdet':
+            hook.test_out_dir = show_dir
+        elif show_dir:
+            cfg.visualizer.save_dir = show_dir
+    if show:
+        hook.show = True
+        hook.wait_time = wait_time
+
+
+def add_result_dump(cfg, out):
+    """``--out``: a ``.pkl`` file dumps raw predictions (any scope); for mmseg, a directory
+    receives the predicted label maps as PNG (IoUMetric's ``output_dir``)."""
+    scope = scope_of(cfg)
+    evaluators = cfg.test_evaluator if isinstance(cfg.test_evaluator, list) else [cfg.test_evaluator]
+    if out.endswith(('.pkl', '.pickle')):
+        if scope == 'mmdet':
+            evaluators.append(dict(type='DumpDetResults', out_file_path=out))
+        else:
+            evaluators.append(dict(type='mmengine.DumpResults', out_file_path=out))
+    elif scope == 'mmseg':
+        for ev in evaluators:
+            ev['output_dir'] = out
+            ev['keep_results'] = True
+    else:
+        raise SystemExit(f'--out {out}: for {scope} configs give a .pkl file')
+    cfg.test_evaluator = evaluators if len(evaluators) > 1 else evaluators[0]
+
+
+def set_trust_checkpoints(trust):
+    """``--trust-checkpoint``: load checkpoints with ``weights_only=False`` (the user vouches)."""
+    if trust:
+        from clusterseg.utils.checkpoint import TRUST_ENV
+        os.environ[TRUST_ENV] = '1'
+
+
+_UNKNOWN_TYPE = re.compile(r'(\S+) is not in the (\S+)::(.+?) registry')
+
+
+def explain_unknown_type(err):
+    """Turn mmengine's ``X is not in the scope::name registry`` into an error that lists the
+    registries searched and the scopes where ``X`` does exist. Returns ``None`` otherwise."""
+    m = _UNKNOWN_TYPE.search(str(err))
+    if not m:
+        return None
+    name, scope, reg_name = m.group(1), m.group(2), m.group(3)
+    from mmengine.registry import DefaultScope
+    from mmengine.registry import root as mm_root
+    root = next((r for r in vars(mm_root).values()
+                 if getattr(r, 'name', None) == reg_name and getattr(r, 'parent', 1) is None), None)
+    searched, found = [], []
+    if root is not None:
+        for pkg in ('clusterseg',) + SCOPES:
+            try:
+                importlib.import_module(f'{pkg}.registry')
+                importlib.import_module(f'{pkg}.models')
+            except ImportError:
+                continue
+        child = root._children.get(scope)
+        reg = child if child is not None else root
+        while reg is not None:
+            searched.append(f'{reg.scope}::{reg.name}')
+            reg = reg.parent
+        short = name.split('.')[-1]
+        for child_scope, child in root._children.items():
+            if short in child._module_dict:
+                found.append(f"'{child_scope}.{short}'")
+    msg = (f'unknown type {name!r}: it is not registered in the {reg_name} registries searched '
+           f'({" -> ".join(searched) or scope}; default scope '
+           f'{DefaultScope.get_current_instance().scope_name if DefaultScope.get_current_instance() else None!r}).')
+    if found:
+        msg += f' A module of that name exists as {", ".join(found)}: use that as the type.'
+    else:
+        msg += ' Check the spelling; clusterseg modules are named with the prefix, e.g. ' \
+               "type='clusterseg.PaCaViT'."
+    return KeyError(msg)

@@ -1,0 +1,1 @@
+"""clusterseg models: clustering-attention primitives (layers/) and their OpenMMLab compositions."""

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Multi-process / multi-node testing through torchrun and MMEngine's distributed runner.
+#   bash tools/dist_test.sh CONFIG CHECKPOINT NPROC [test.py args...]
+# Without CUDA the processes run on the CPU over gloo (see clusterseg/engine/runner_setup.py).
+set -euo pipefail
+CONFIG=$1
+CHECKPOINT=$2
+NPROC=$3
+NNODES=${NNODES:-1}
+NODE_RANK=${NODE_RANK:-0}
+PORT=${PORT:-29500}
+MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}
+PYTHON=${PYTHON:-python}
+ROOT="$(dirname "$0")/.."
+PYTHONPATH="$ROOT":${PYTHONPATH:-} \
+exec "$PYTHON" -m torch.distributed.run \
+    --nnodes="$NNODES" --node_rank="$NODE_RANK" --master_addr="$MASTER_ADDR" \
+    --nproc_per_node="$NPROC" --master_port="$PORT" \
+    "$ROOT/tools/test.py" "$CONFIG" "$CHECKPOINT" --launcher pytorch "${@:4}"

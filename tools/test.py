@@ -1,0 +1,104 @@
+"""Test a checkpoint with any clusterseg / mmpretrain / mmdet / mmseg config.
+
+Prints the metrics and writes them to WORK_DIR/test_metrics.json.
+
+Example:
+    python tools/test.py configs/_base_/demo/fcn_synthetic-ade20k.py \\
+        work_dirs/demo/iter_200.pth --show-dir work_dirs/demo/vis
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
+
+import clusterseg  # noqa: E402,F401  (version check + safe checkpoint loading)
+from clusterseg.engine import (adapt_to_device, add_result_dump, check_data_roots,  # noqa: E402
+                               enable_visualization, explain_unknown_type, scope_of,
+                               set_trust_checkpoints, set_work_dir, setup_cpu_distributed)
+from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.dist import is_main_process  # noqa: E402
+from mmengine.registry import RUNNERS  # noqa: E402
+from mmengine.runner import Runner  # noqa: E402
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description='Test (evaluate) a checkpoint with a clusterseg config.',
+        epilog='example: python tools/test.py configs/_base_/demo/fcn_synthetic-ade20k.py '
+               'work_dirs/demo/iter_200.pth --show-dir vis',
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--work-dir', help='the dir to save the metrics and logs')
+    parser.add_argument('--out', help='a .pkl file for the raw predictions; for mmseg configs a '
+                                      'directory also works (predicted label maps as PNG)')
+    parser.add_argument('--show', action='store_true', help='show predictions in a window')
+    parser.add_argument('--show-dir', help='directory where painted predictions are saved')
+    parser.add_argument('--wait-time', type=float, default=2, help='interval of --show (s)')
+    parser.add_argument('--tta', action='store_true', help='test-time augmentation (tta_model '
+                                                           'and tta_pipeline of the config)')
+    parser.add_argument('--trust-checkpoint', action='store_true',
+                        help='load the checkpoint with weights_only=False (only for files you trust)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config keys, e.g. test_dataloader.batch_size=2')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def build_cfg(args):
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    scope_of(cfg)
+    set_work_dir(cfg, args.work_dir, args.config)
+    set_trust_checkpoints(args.trust_checkpoint)
+    cfg.load_from = args.checkpoint
+    if args.show or args.show_dir:
+        enable_visualization(cfg, args.show_dir, args.show, args.wait_time)
+    if args.tta:
+        if 'tta_model' not in cfg or 'tta_pipeline' not in cfg:
+            raise SystemExit('--tta needs tta_model and tta_pipeline in the config')
+        cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+        cfg.tta_model.module = cfg.model
+        cfg.model = cfg.tta_model
+    if args.out is not None:
+        add_result_dump(cfg, args.out)
+    adapt_to_device(cfg)
+    check_data_roots(cfg, ('test_dataloader',))
+    return cfg
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if not osp.isfile(args.checkpoint):
+        raise SystemExit(f'checkpoint file {args.checkpoint} does not exist')
+    cfg = build_cfg(args)
+    setup_cpu_distributed(cfg)
+    try:
+        runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+        metrics = runner.test()
+    except KeyError as e:
+        better = explain_unknown_type(e)
+        if better is None:
+            raise
+        raise better from e
+    if is_main_process():
+        out = osp.join(cfg.work_dir, 'test_metrics.json')
+        with open(out, 'w') as f:
+            json.dump({k: float(v) if hasattr(v, '__float__') else v for k, v in metrics.items()},
+                      f, indent=2)
+        print(f'[clusterseg] metrics: {json.dumps(metrics, default=str)}')
+        print(f'[clusterseg] metrics written to {out}')
+    return metrics
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,89 @@
+"""Train any clusterseg / mmpretrain / mmdet / mmseg config (the config's default_scope decides).
+
+Example:
+    python tools/train.py configs/_base_/demo/fcn_synthetic-ade20k.py --work-dir work_dirs/demo
+    bash tools/dist_train.sh CONFIG 8            # 8 GPUs (or 8 CPU processes over gloo)
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
+
+import clusterseg  # noqa: E402,F401  (version check + safe checkpoint loading)
+from clusterseg.engine import (adapt_to_device, check_data_roots, enable_amp,  # noqa: E402
+                               enable_auto_scale_lr, explain_unknown_type, scope_of,
+                               set_trust_checkpoints, set_work_dir, setup_cpu_distributed)
+from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.registry import RUNNERS  # noqa: E402
+from mmengine.runner import Runner  # noqa: E402
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description='Train a model from a clusterseg (mmpretrain / mmdet / mmseg) config.',
+        epilog='example: python tools/train.py '
+               'configs/_base_/demo/fcn_synthetic-ade20k.py --work-dir work_dirs/demo',
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument('--work-dir', help='the dir to save logs and models')
+    parser.add_argument('--resume', nargs='?', type=str, const='auto',
+                        help='resume from this checkpoint, or (no value) from the latest '
+                             'checkpoint in the work dir')
+    parser.add_argument('--amp', action='store_true', help='mixed-precision training (GPU only)')
+    parser.add_argument('--auto-scale-lr', action='store_true',
+                        help='scale the lr by total batch / auto_scale_lr.base_batch_size')
+    parser.add_argument('--no-validate', action='store_true', help='skip validation during training')
+    parser.add_argument('--trust-checkpoint', action='store_true',
+                        help='load checkpoints with weights_only=False (only for files you trust)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config keys, e.g. train_cfg.max_iters=100')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
+                        help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def build_cfg(args):
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    scope_of(cfg)
+    set_work_dir(cfg, args.work_dir, args.config)
+    set_trust_checkpoints(args.trust_checkpoint)
+    if args.amp:
+        enable_amp(cfg)
+    if args.auto_scale_lr:
+        enable_auto_scale_lr(cfg)
+    if args.no_validate:
+        cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
+    if args.resume == 'auto':
+        cfg.resume, cfg.load_from = True, None
+    elif args.resume is not None:
+        cfg.resume, cfg.load_from = True, args.resume
+    adapt_to_device(cfg)
+    check_data_roots(cfg, ('train_dataloader', 'val_dataloader'))
+    return cfg
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cfg = build_cfg(args)
+    setup_cpu_distributed(cfg)
+    try:
+        runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+        runner.train()
+    except KeyError as e:
+        better = explain_unknown_type(e)
+        if better is None:
+            raise
+        raise better from e
+
+
+if __name__ == '__main__':
+    main()
