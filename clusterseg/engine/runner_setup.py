@@ -200,13 +200,20 @@ def set_trust_checkpoints(trust):
         os.environ[TRUST_ENV] = '1'
 
 
-_UNKNOWN_TYPE = re.compile(r'(\S+) is not in the (\S+)::(.+?) registry')
+_UNKNOWN_TYPE = re.compile(r"([^\s'\"]+) is not in the (\S+)::(.+?) registry")
+
+
+class UnknownTypeError(KeyError):
+    """A config names a type no searched registry has (printed without KeyError's quoting)."""
+
+    def __str__(self):
+        return str(self.args[0])
 
 
 def explain_unknown_type(err):
     """Turn mmengine's ``X is not in the scope::name registry`` into an error that lists the
     registries searched and the scopes where ``X`` does exist. Returns ``None`` otherwise."""
-    m = _UNKNOWN_TYPE.search(str(err))
+    m = _UNKNOWN_TYPE.search(str(err.args[0]) if err.args else str(err))
     if not m:
         return None
     name, scope, reg_name = m.group(1), m.group(2), m.group(3)
@@ -239,4 +246,4 @@ def explain_unknown_type(err):
     else:
         msg += ' Check the spelling; clusterseg modules are named with the prefix, e.g. ' \
                "type='clusterseg.PaCaViT'."
-    return KeyError(msg)
+    return UnknownTypeError(msg)

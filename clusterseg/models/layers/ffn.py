@@ -1,0 +1,54 @@
+"""Feed-forward blocks shared by the pyramid backbones (PaCa-ViT, ClusTR)."""
+import torch.nn as nn
+
+
+class DWConv(nn.Module):
+    """Depth-wise 3x3 convolution over a token sequence laid out on an H x W grid.
+
+    Args:
+        dims (int): channels C.
+        shortcut (bool): return ``x + dwconv(x)`` (PaCa-ViT and ClusTR) instead of ``dwconv(x)``
+            (PVTv2 / SegFormer).
+    """
+
+    def __init__(self, dims, shortcut=True):
+        super().__init__()
+        self.dwconv = nn.Conv2d(dims, dims, 3, 1, 1, groups=dims, bias=True)
+        self.shortcut = shortcut
+
+    def forward(self, x, hw_shape):
+        B, N, C = x.shape
+        H, W = hw_shape
+        y = self.dwconv(x.transpose(1, 2).reshape(B, C, H, W)).flatten(2).transpose(1, 2)  # (B, N, C)
+        return x + y if self.shortcut else y
+
+
+class MixFFN(nn.Module):
+    """Mix-FFN: ``fc1 -> [x + DWConv3x3(x)] -> GELU -> drop -> fc2 -> drop``.
+
+    The depth-wise convolution is what gives PaCa-ViT and ClusTR their positional information
+    (neither has a position embedding).
+
+    Args:
+        in_dims (int): input / output channels C.
+        hidden_dims (int): hidden channels (``mlp_ratio * C``).
+        drop (float): dropout after the activation and after ``fc2``.
+        with_dwconv (bool): include the depth-wise conv (PaCa-ViT's ``with_dwconv_in_mlp``).
+        dw_shortcut (bool): residual around the depth-wise conv.
+    """
+
+    def __init__(self, in_dims, hidden_dims, drop=0., with_dwconv=True, dw_shortcut=True):
+        super().__init__()
+        self.fc1 = nn.Linear(in_dims, hidden_dims)
+        self.dwconv = DWConv(hidden_dims, shortcut=dw_shortcut) if with_dwconv else None
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden_dims, in_dims)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x, hw_shape):
+        """x: (B, N, C) tokens of an H x W grid -> (B, N, C)."""
+        x = self.fc1(x)
+        if self.dwconv is not None:
+            x = self.dwconv(x, hw_shape)
+        x = self.drop(self.act(x))
+        return self.drop(self.fc2(x))

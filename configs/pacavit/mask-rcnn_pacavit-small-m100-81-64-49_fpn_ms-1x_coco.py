@@ -1,0 +1,4 @@
+# Ablation (spec pacavit.md §4.2): Mask R-CNN + PaCa-ViT-small, only the clusters changed,
+# initialised from the matching ImageNet ablation checkpoint.
+_base_ = './mask-rcnn_pacavit-small_fpn_ms-1x_coco.py'
+model = dict(backbone=dict(num_clusters=[100, 81, 64, 49], init_cfg=dict(checkpoint='https://github.com/iVMCL/PaCaViT/releases/download/pacavit/IMNET_224_pacavit_small_p2cconv_100_49.pth')))
