@@ -13,3 +13,4 @@ model = dict(
     rpn_head=dict(anchor_generator=dict(scales=[4])),  # objects of 10-60 px
     roi_head=dict(bbox_head=dict(num_classes=5), mask_head=dict(num_classes=5)))
 train_dataloader = dict(batch_size=4)
+default_hooks = dict(logger=dict(interval=5), checkpoint=dict(interval=4, max_keep_ckpts=2))

@@ -17,3 +17,4 @@ model = dict(
         init_cfg=[dict(type='TruncNormal', layer='Linear', std=.02, bias=0.)]),
     train_cfg=dict(augments=[dict(type='Mixup', alpha=0.8), dict(type='CutMix', alpha=1.0)]))
 data_preprocessor = dict(num_classes=8)
+default_hooks = dict(logger=dict(interval=5), checkpoint=dict(interval=5, max_keep_ckpts=2))
