@@ -1,0 +1,4 @@
+"""kMaX losses."""
+from .kmax_loss import KMaXLoss
+
+__all__ = ['KMaXLoss']
