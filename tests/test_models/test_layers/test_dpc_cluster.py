@@ -1,0 +1,193 @@
+"""DPC-kNN clustering and clustered-KV attention (ClusTR) against brute-force references."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from clusterseg.models.layers import dpc_cluster
+from clusterseg.models.layers.dpc_cluster import (ClusteredKVAttention, cluster_counts, dpc_knn,
+                                                  merge_clusters)
+
+
+def brute_dpc(x, num_clusters, k=5):
+    """Spec clustr.md §1.2 for one sample, in float64 with Python loops.
+
+    Deterministic ties as documented: j is denser than i if rho_j > rho_i or (equal and j < i);
+    equal scores rank by index; a token equidistant to several centres joins the best-ranked one.
+    """
+    x = x.double()
+    N, C = x.shape
+    d2 = [[float(((x[i] - x[j])**2).sum()) / C for j in range(N)] for i in range(N)]  # D^2
+    kk = min(k, N)
+    rho = [math.exp(-sum(sorted(row)[:kk]) / kk) for row in d2]
+    dmax = max(max(row) for row in d2)
+    delta = []
+    for i in range(N):
+        denser = [j for j in range(N) if rho[j] > rho[i] or (rho[j] == rho[i] and j < i)]
+        delta.append(min(d2[i][j] for j in denser) if denser else dmax)
+    score = [rho[i] * math.sqrt(delta[i]) for i in range(N)]
+    ranked = sorted(range(N), key=lambda i: (-score[i], i))
+    out = []
+    for m in ([num_clusters] if isinstance(num_clusters, int) else num_clusters):
+        centres = ranked[:m]
+        assign = []
+        for i in range(N):
+            best, best_c = None, None
+            for c_rank, c in enumerate(centres):
+                if best is None or d2[i][c] < best:
+                    best, best_c = d2[i][c], c_rank
+            assign.append(best_c)
+        for c_rank, c in enumerate(centres):
+            assign[c] = c_rank
+        out.append(torch.tensor(assign))
+    return out
+
+
+def _brute_batch(x, counts, k=5):
+    per = [brute_dpc(xb, counts, k) for xb in x]
+    return [torch.stack([p[s] for p in per]) for s in range(len(counts))]
+
+
+@pytest.mark.parametrize('B', [1, 3])
+def test_dpc_knn_matches_brute_force_random(B):
+    torch.manual_seed(0)
+    x = torch.randn(B, 48, 16)
+    got = dpc_knn(x, [5, 20])
+    want = _brute_batch(x, [5, 20])
+    for g, w in zip(got, want):
+        assert g.dtype == torch.long and g.shape == (B, 48)
+        assert torch.equal(g, w)
+    assert torch.equal(dpc_knn(x, 5), want[0])  # an int M gives one tensor
+
+
+@pytest.mark.parametrize('memory_efficient', [False, True])
+def test_dpc_knn_ties_are_broken_by_index(memory_efficient):
+    # 0/1 features in 4 dims: many duplicate tokens, equal densities, equal scores and tokens
+    # equidistant to several centres; integer distances make every tie exact
+    g = torch.Generator().manual_seed(1)
+    x = torch.randint(0, 2, (2, 40, 4), generator=g).float()
+    x[1] = x[1, :1]  # all tokens identical: one density, every delta 0 except the first's
+    got = dpc_knn(x, [4, 16], memory_efficient=memory_efficient, max_block_elems=200)
+    want = _brute_batch(x, [4, 16])
+    for gt, w in zip(got, want):
+        assert torch.equal(gt, w)
+    # all-identical sample: token 0 is the densest (lowest index), centres are 0..M-1
+    assert got[0][1].tolist() == [0, 1, 2, 3] + [0] * 36
+    # deterministic: no random tie-breaking noise
+    assert all(torch.equal(a, b) for a, b in zip(got, dpc_knn(x, [4, 16])))
+
+
+def test_dpc_knn_small_n_and_centres_own_clusters():
+    torch.manual_seed(2)
+    x = torch.randn(1, 3, 8)  # N < k: k is capped at N
+    got = dpc_knn(x, [1, 3])
+    want = _brute_batch(x, [1, 3])
+    assert all(torch.equal(a, b) for a, b in zip(got, want))
+    assert sorted(got[1][0].tolist()) == [0, 1, 2]  # M = N: every token is its own centre
+
+
+def test_chunked_equals_naive_without_an_n_by_n_block(monkeypatch):
+    torch.manual_seed(3)
+    x = torch.randn(2, 700, 32)
+    naive = dpc_knn(x, [10, 40], memory_efficient=False)
+    sizes = []
+    real = dpc_cluster._sq_dists
+
+    def spy(a, b):
+        out = real(a, b)
+        sizes.append(out.numel())
+        return out
+
+    monkeypatch.setattr(dpc_cluster, '_sq_dists', spy)
+    budget = 2 * 700 * 64  # 64 rows of 700 per block
+    chunked = dpc_knn(x, [10, 40], max_block_elems=budget)  # auto: 2 * 700^2 > budget
+    assert all(torch.equal(a, b) for a, b in zip(naive, chunked))
+    assert max(sizes) <= budget < 2 * 700 * 700
+    sizes.clear()
+    dpc_knn(x, [10, 40], memory_efficient=False)
+    assert max(sizes) == 2 * 700 * 700  # the naive path really is N x N
+
+
+def test_dpc_knn_bad_m():
+    x = torch.randn(1, 10, 4)
+    for m in (0, 11):
+        with pytest.raises(ValueError, match=f'M={m} clusters for N=10'):
+            dpc_knn(x, m)
+
+
+def test_merge_clusters_matches_loop():
+    torch.manual_seed(4)
+    x, w = torch.randn(3, 20, 6), torch.rand(3, 20, 1) + 0.1
+    assign = torch.randint(0, 5, (3, 20))
+    assign[:, :4] = torch.arange(4)  # cluster 4 may be empty in some samples: its mean is 0
+    got = merge_clusters(x, assign, 5, w)
+    for b in range(3):
+        for m in range(5):
+            sel = assign[b] == m
+            want = (w[b, sel] * x[b, sel]).sum(0) / (w[b, sel].sum() + 1e-6)
+            torch.testing.assert_close(got[b, m], want)
+
+
+def naive_clustered_attention(attn, x, hw_shape):
+    """Per sample, per scale, per cluster, per head with explicit loops (spec §1.2)."""
+    B, N, C = x.shape
+    h = attn.num_heads
+    d = C // h
+    out = torch.zeros(B, N, C)
+    counts = [s * (N // attn.sr_ratio**2) for s in attn.cluster_scales]
+    for b in range(B):
+        q = attn.q(x[b])  # (N, C)
+        assigns = brute_dpc(x[b].detach(), counts, k=attn.knn_k)
+        w = attn.weight_layer(x[b]).exp()  # (N, 1)
+        acc = torch.zeros(N, C)
+        for s, (m, a) in enumerate(zip(counts, assigns)):
+            xs = torch.stack([(w[a == c] * x[b][a == c]).sum(0) / (w[a == c].sum() + 1e-6)
+                              for c in range(m)])  # (M, C)
+            kv = getattr(attn, f'kv{s + 1}')(xs)
+            k, v = kv[:, :C], kv[:, C:]
+            for hh in range(h):
+                sl = slice(hh * d, (hh + 1) * d)
+                p = torch.softmax(q[:, sl] @ k[:, sl].T / math.sqrt(d), -1)
+                acc[:, sl] = acc[:, sl] + p @ v[:, sl]
+        out[b] = attn.proj(acc)
+    return out
+
+
+@pytest.mark.parametrize('B', [1, 2])
+def test_clustered_attention_matches_naive_loops(B):
+    torch.manual_seed(5)
+    attn = ClusteredKVAttention(32, 2, sr_ratio=2).eval()
+    x = torch.randn(B, 64, 32, requires_grad=True)
+    out, assigns = attn(x, (8, 8), return_clusters=True)
+    assert [a.shape for a in assigns] == [(B, 64), (B, 64)] and int(assigns[1].max()) < 64
+    torch.testing.assert_close(out, naive_clustered_attention(attn, x, (8, 8)), rtol=1e-4, atol=1e-5)
+    out.sum().backward()
+    # gradients reach the tokens and the token-weight layer through the cluster means
+    assert x.grad.abs().sum() > 0 and attn.weight_layer.weight.grad.abs().sum() > 0
+    assert attn.kv1.weight.grad.abs().sum() > 0 and attn.kv2.weight.grad.abs().sum() > 0
+
+
+def test_plain_mhsa_when_sr_is_one():
+    torch.manual_seed(6)
+    attn = ClusteredKVAttention(32, 4, sr_ratio=1).eval()
+    assert not hasattr(attn, 'weight_layer') and not hasattr(attn, 'kv1')
+    x = torch.randn(1, 9, 32)
+    q = attn.q(x).reshape(1, 9, 4, 8).transpose(1, 2)
+    k, v = attn.kv(x).reshape(1, 9, 2, 4, 8).permute(2, 0, 3, 1, 4)
+    a = (q @ k.transpose(-1, -2) / math.sqrt(8)).softmax(-1)
+    want = attn.proj((a @ v).transpose(1, 2).reshape(1, 9, 32))
+    torch.testing.assert_close(attn(x, (3, 3)), want)
+    torch.testing.assert_close(F.scaled_dot_product_attention(q, k, v), a @ v)
+
+
+def test_bad_cluster_counts_name_n_and_m():
+    attn = ClusteredKVAttention(16, 1, sr_ratio=8)
+    attn.layer_name = 'stageX.attn'
+    with pytest.raises(ValueError, match=r'stageX\.attn \(token grid 4x8\): N=32 tokens give M=0'):
+        attn(torch.randn(1, 32, 16), (4, 8))
+    with pytest.raises(ValueError, match=r'N=64 tokens give M=1600'):
+        cluster_counts(64, 2, (1, 100))
+    assert cluster_counts(3136, 8) == [49, 196]
+    with pytest.raises(ValueError, match='cluster_scales'):
+        ClusteredKVAttention(16, 1, sr_ratio=2, cluster_scales=(0, ))
