@@ -3,6 +3,7 @@
 No mmdet / mmseg / mmpretrain imports here; backbones and heads compose these.
 """
 from .drop import DropPath
+from .dpc_cluster import ClusteredKVAttention, cluster_counts, dpc_knn, merge_clusters  # noqa: F401
 from .embed import ConvDownsample, LayerNorm2d
 from .ffn import DWConv, MixFFN
 from .paca import CLUSTERING, P2CConv2d, P2CLinear, P2CMlp, PaCaAttention, cluster_tokens

@@ -1,0 +1,229 @@
+"""ClusTR backbone (Xie et al., arXiv 2208.13138).
+
+A PVTv2-like 4-stage pyramid (strides 4/8/16/32, overlapping patch embeddings, no position
+embedding) of pre-norm blocks whose attention runs from the tokens to the means of their
+density-peaks clusters (:class:`~clusterseg.models.layers.ClusteredKVAttention`, stages 1-3),
+plain MHSA in stage 4, and a Mix-FFN with a shortcut around its depth-wise conv (spec clustr.md §1).
+Module names follow the reference (``patch_embed{i}``, ``block{i}``, ``norm{i}``, ``attn.q``,
+``attn.kv1/kv2``, ``attn.weight_layer``, ``mlp.fc1/dwconv/fc2``).
+"""
+import copy
+import re
+
+import torch
+import torch.nn as nn
+from mmengine.logging import print_log
+from mmengine.model import BaseModule
+from mmengine.model.weight_init import trunc_normal_
+
+from clusterseg.models.layers import ConvDownsample, DropPath, MixFFN
+from clusterseg.models.layers.dpc_cluster import (DEFAULT_MAX_BLOCK_ELEMS, ClusteredKVAttention,
+                                                  cluster_counts)
+from clusterseg.registry import MODELS
+from clusterseg.utils.state_dict import check_state_dict_fits, load_pretrained_state_dict
+
+
+class ClusTRBlock(nn.Module):
+    """Pre-norm block: ``x + DropPath(Attn(LN(x)))``, then ``x + DropPath(MixFFN(LN(x)))``."""
+
+    def __init__(self, dims, num_heads, sr_ratio, mlp_ratio, cluster_scales=(1, 4), knn_k=5, drop=0.,
+                 attn_drop=0., drop_path=0., memory_efficient=None,
+                 max_block_elems=DEFAULT_MAX_BLOCK_ELEMS):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dims, eps=1e-6)
+        self.attn = ClusteredKVAttention(
+            dims, num_heads, sr_ratio=sr_ratio, cluster_scales=cluster_scales, knn_k=knn_k,
+            attn_drop=attn_drop, proj_drop=drop, memory_efficient=memory_efficient,
+            max_block_elems=max_block_elems)
+        self.drop_path = DropPath(drop_path)
+        self.norm2 = nn.LayerNorm(dims, eps=1e-6)
+        self.mlp = MixFFN(dims, int(dims * mlp_ratio), drop=drop, dw_shortcut=True)
+
+    def forward(self, x, hw_shape, return_clusters=False):
+        """x: (B, N, C) -> (B, N, C) [, per-scale (B, N) assignments]."""
+        res = self.attn(self.norm1(x), hw_shape, return_clusters=return_clusters)
+        y = res[0] if return_clusters else res
+        x = x + self.drop_path(y)
+        x = x + self.drop_path(self.mlp(self.norm2(x), hw_shape))
+        return (x, res[1]) if return_clusters else x
+
+
+@MODELS.register_module()
+class ClusTR(BaseModule):
+    """ClusTR: vision transformer with clustered key/value attention.
+
+    Paper: "ClusTR: Exploring Efficient Self-attention via Clustering for Vision Transformers",
+    arXiv 2208.13138.
+
+    Args:
+        arch (str | dict): a key of :attr:`arch_zoo` (``b1``/``b2``/``b3`` = ``tiny``/``small``/
+            ``base``) or a dict with ``embed_dims``, ``depths``, ``num_heads`` and optionally
+            ``mlp_ratios``, ``sr_ratios``.
+        in_channels (int): image channels.
+        cluster_scales (Sequence[int]): multipliers of ``M0 = N // sr^2`` per clustering layer;
+            the reference's (1, 4): two scales with separate K/V projections, outputs summed.
+        knn_k (int): neighbours of the DPC-kNN density.
+        memory_efficient (bool | None): blockwise DPC-kNN (same assignments, no N x N matrix);
+            ``None`` = automatic above ``max_block_elems`` (see
+            :func:`~clusterseg.models.layers.dpc_cluster.dpc_knn`).
+        max_block_elems (int): size of one distance block of the memory-efficient path.
+        out_indices (Sequence[int]): stages whose (normed) maps are returned, 0-based.
+        frozen_stages (int): freeze stages ``1..frozen_stages`` with their patch embeddings and
+            norms (0: the first patch embedding only, -1: nothing).
+        norm_eval (bool): keep BatchNorm layers (none in ClusTR itself) in eval mode while training.
+        drop_rate (float): dropout after attention / MLP projections.
+        attn_drop_rate (float): attention-weight dropout.
+        drop_path_rate (float): stochastic depth, linear from 0 over all blocks.
+        init_cfg (dict | None): ``dict(type='Pretrained', checkpoint=PATH)`` for ImageNet weights
+            (an mmpretrain classifier's ``backbone.*`` or a raw backbone state dict).
+
+    Shapes: input (B, in_channels, H, W); output ``tuple`` of (B, C_i, H_i, W_i) for
+    ``i in out_indices`` at strides 4, 8, 16, 32 (conv arithmetic of the 7/4/3 and 3/2/1 embeds).
+    Stage i needs ``N_i >= sr_i^2`` tokens (e.g. 8x8 at stride 4: images of 32x32 or more).
+    """
+
+    arch_zoo = {
+        # spec clustr.md §2 (official ClusTR_b{1,2,3}); head_dim 64 everywhere
+        'b1': dict(embed_dims=[64, 128, 256, 512], num_heads=[1, 2, 4, 8], depths=[1, 2, 6, 1]),
+        'b2': dict(embed_dims=[64, 128, 256, 512], num_heads=[1, 2, 4, 8], depths=[3, 5, 13, 2]),
+        'b3': dict(embed_dims=[64, 128, 320, 512], num_heads=[1, 2, 5, 8], depths=[3, 5, 18, 3]),
+    }
+    # inferred from the parameter counts; only small = 22.7 M is confirmed by the paper
+    arch_aliases = {'tiny': 'b1', 'small': 'b2', 'base': 'b3'}
+    _arch_defaults = dict(mlp_ratios=[8, 8, 4, 4], sr_ratios=[8, 4, 2, 1])
+
+    def __init__(self, arch='b2', in_channels=3, cluster_scales=(1, 4), knn_k=5, memory_efficient=None,
+                 max_block_elems=DEFAULT_MAX_BLOCK_ELEMS, out_indices=(3, ), frozen_stages=-1,
+                 norm_eval=False, drop_rate=0., attn_drop_rate=0., drop_path_rate=0.1, init_cfg=None):
+        super().__init__(init_cfg=init_cfg)
+        self.arch_settings = s = self._resolve_arch(arch)
+        dims, depths = s['embed_dims'], s['depths']
+        self.embed_dims, self.num_stages, self.in_channels = dims, 4, in_channels
+        self.sr_ratios, self.cluster_scales = s['sr_ratios'], tuple(cluster_scales)
+        out_indices = [out_indices] if isinstance(out_indices, int) else list(out_indices)
+        for i in out_indices:
+            if not 0 <= i < 4:
+                raise ValueError(f'out_indices must be in 0..3, got {out_indices}')
+        self.out_indices = out_indices
+        self.frozen_stages, self.norm_eval = frozen_stages, norm_eval
+
+        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        cur = 0
+        for i in range(4):
+            convs = [(7, 4, 3)] if i == 0 else [(3, 2, 1)]
+            # LN eps 1e-5 as PVTv2's OverlapPatchEmbed (nn.LayerNorm default); blocks use 1e-6
+            self.add_module(f'patch_embed{i + 1}', ConvDownsample(
+                in_channels if i == 0 else dims[i - 1], dims[i], convs=convs, eps=1e-5))
+            blocks = nn.ModuleList([ClusTRBlock(
+                dims[i], s['num_heads'][i], s['sr_ratios'][i], s['mlp_ratios'][i],
+                cluster_scales=cluster_scales, knn_k=knn_k, drop=drop_rate, attn_drop=attn_drop_rate,
+                drop_path=dpr[cur + j], memory_efficient=memory_efficient,
+                max_block_elems=max_block_elems) for j in range(depths[i])])
+            for j, blk in enumerate(blocks):
+                blk.attn.layer_name = f'ClusTR block{i + 1}.{j}.attn'
+            cur += depths[i]
+            self.add_module(f'block{i + 1}', blocks)
+            self.add_module(f'norm{i + 1}', nn.LayerNorm(dims[i], eps=1e-6))
+
+    def _resolve_arch(self, arch):
+        if isinstance(arch, str):
+            name = self.arch_aliases.get(arch, arch)
+            if name not in self.arch_zoo:
+                valid = sorted(self.arch_zoo) + sorted(self.arch_aliases)
+                raise KeyError(f'ClusTR: unknown arch {arch!r}; valid names: {valid}')
+            arch = self.arch_zoo[name]
+        elif not isinstance(arch, dict):
+            raise TypeError(f'ClusTR arch must be a str or dict, got {type(arch).__name__}')
+        s = copy.deepcopy(self._arch_defaults)
+        s.update(copy.deepcopy(arch))  # copies: presets are never mutated
+        for key in ('embed_dims', 'depths', 'num_heads'):
+            if key not in s:
+                raise KeyError(f'ClusTR arch dict is missing {key!r}')
+        for key in ('embed_dims', 'depths', 'num_heads', 'mlp_ratios', 'sr_ratios'):
+            if len(s[key]) != 4:
+                raise ValueError(f'ClusTR: {key} must have 4 entries (one per stage), got {s[key]}')
+        return s
+
+    # ------------------------------------------------------------------ weights
+    def init_weights(self):
+        """Reference init (trunc-normal linears, fan-out normal convs), then the pretrained
+        weights of ``init_cfg`` if given, checked key by key."""
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                trunc_normal_(m.weight, std=.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, (nn.LayerNorm, nn.BatchNorm2d)):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Conv2d):
+                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
+                nn.init.normal_(m.weight, 0, (2.0 / fan_out)**0.5)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        if self.init_cfg is not None and self.init_cfg.get('type') == 'Pretrained':
+            state = load_pretrained_state_dict(
+                self.init_cfg['checkpoint'], prefix=self.init_cfg.get('prefix', None))
+            state = {k: v for k, v in state.items() if not re.match(r'head\.', k)}
+            check_state_dict_fits(self.state_dict(), state,
+                                  name=f"{self.init_cfg['checkpoint']} -> ClusTR")
+            self.load_state_dict(state, strict=False)
+            print_log(f"ClusTR: loaded {len(state)} tensors from {self.init_cfg['checkpoint']}",
+                      logger='current')
+        self._is_init = True
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, x, return_clusters=False):
+        """x: (B, 3, H, W) -> tuple of (B, C_i, H_i, W_i) for the ``out_indices`` stages.
+
+        Args:
+            return_clusters (bool): also return, per stage, per block, the list of per-scale
+                (B, H_i, W_i) cluster-index maps (empty lists in stage 4), for visualisation.
+        """
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f'ClusTR expects images of shape (B, {self.in_channels}, H, W), '
+                             f'got {tuple(x.shape)}')
+        B, _, H, W = x.shape
+        outs, clusters = [], []
+        for i in range(4):
+            x = getattr(self, f'patch_embed{i + 1}')(x)  # (B, C_i, h, w)
+            h, w = x.shape[-2:]
+            if self.sr_ratios[i] > 1:  # fail before any work, naming the image size
+                cluster_counts(h * w, self.sr_ratios[i], self.cluster_scales,
+                               where=f'ClusTR stage {i + 1} (input {H}x{W}, token grid {h}x{w})')
+            x = x.flatten(2).transpose(1, 2)  # (B, N, C)
+            stage = []
+            for blk in getattr(self, f'block{i + 1}'):
+                if return_clusters:
+                    x, assigns = blk(x, (h, w), return_clusters=True)
+                    stage.append([a.reshape(B, h, w) for a in assigns])
+                else:
+                    x = blk(x, (h, w))
+            x = getattr(self, f'norm{i + 1}')(x)
+            x = x.transpose(1, 2).reshape(B, -1, h, w)  # (B, C, h, w)
+            if i in self.out_indices:
+                outs.append(x)
+            clusters.append(stage)
+        return (tuple(outs), clusters) if return_clusters else tuple(outs)
+
+    # ------------------------------------------------------------------ training modes
+    def _freeze_stages(self):
+        if self.frozen_stages < 0:
+            return
+        frozen = [self.patch_embed1]
+        for i in range(1, self.frozen_stages + 1):
+            frozen += [getattr(self, f'patch_embed{i}'), getattr(self, f'block{i}'),
+                       getattr(self, f'norm{i}')]
+        for m in frozen:
+            m.eval()
+            for p in m.parameters():
+                p.requires_grad = False
+
+    def train(self, mode=True):
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for m in self.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        return self
