@@ -1,0 +1,140 @@
+"""Token pooling and attention sharing (PSViT primitives) against naive references."""
+import math
+
+import pytest
+import torch
+
+from clusterseg.models.layers import (FullAttention, SharedAttention, TokenPool,
+                                      check_attention_sharing)
+from clusterseg.models.layers.token_pool import pooled_hw
+
+
+def _naive_pool2d(grid, k, s, op):
+    """grid: (B, C, H, W); windows of k x k, stride s, padding k // 2, padding ignored."""
+    B, C, H, W = grid.shape
+    p = k // 2
+    Ho, Wo = (H + 2 * p - k) // s + 1, (W + 2 * p - k) // s + 1
+    out = torch.empty(B, C, Ho, Wo)
+    for i in range(Ho):
+        for j in range(Wo):
+            y0, x0 = i * s - p, j * s - p
+            win = grid[:, :, max(y0, 0):min(y0 + k, H), max(x0, 0):min(x0 + k, W)].flatten(2)
+            out[:, :, i, j] = win.amax(-1) if op == 'max' else win.mean(-1)
+    return out
+
+
+@pytest.mark.parametrize('op', ['max', 'avg'])
+@pytest.mark.parametrize('hw', [(6, 8), (7, 5)])
+def test_2d_pooling_matches_naive_and_keeps_cls(op, hw):
+    torch.manual_seed(0)
+    B, C = 2, 4
+    H, W = hw
+    x = torch.randn(B, 1 + H * W, C)
+    pool = TokenPool(C, pool_type=op, pool_dims='2d', kernel_size=3, stride=2)
+    y, new_hw = pool(x, hw)
+    assert new_hw == (math.ceil(H / 2), math.ceil(W / 2)) == pooled_hw(hw)
+    assert y.shape == (B, 1 + new_hw[0] * new_hw[1], C)
+    torch.testing.assert_close(y[:, 0], x[:, 0])  # the cls token is never pooled
+    grid = x[:, 1:].transpose(1, 2).reshape(B, C, H, W)
+    ref = _naive_pool2d(grid, 3, 2, op).flatten(2).transpose(1, 2)
+    torch.testing.assert_close(y[:, 1:], ref)
+
+
+def test_1d_pooling_over_the_sequence():
+    torch.manual_seed(0)
+    x = torch.randn(2, 1 + 5 * 7, 3)
+    y, hw = TokenPool(3, pool_type='max', pool_dims='1d')(x, (5, 7))
+    assert hw == (1, 18) and y.shape == (2, 19, 3)
+    seq = x[:, 1:]  # (B, 35, C), windows over the flat row-major order
+    ref = torch.stack([seq[:, max(2 * i - 1, 0):2 * i + 2].amax(1) for i in range(18)], dim=1)
+    torch.testing.assert_close(y[:, 1:], ref)
+    torch.testing.assert_close(y[:, 0], x[:, 0])
+
+
+def test_dwconv_pooling_is_depthwise_and_widening_uses_separate_cls_linear():
+    torch.manual_seed(0)
+    pool = TokenPool(4, 8, pool_type='dwconv', pool_dims='2d')
+    assert pool.pool.groups == 4 and pool.pool.weight.shape == (4, 1, 3, 3)
+    x = torch.randn(2, 1 + 16, 4)
+    y, hw = pool(x, (4, 4))
+    assert hw == (2, 2) and y.shape == (2, 5, 8)
+    torch.testing.assert_close(y[:, 0], pool.cls_expand(x[:, 0]))
+    conv = torch.nn.functional.conv2d(x[:, 1:].transpose(1, 2).reshape(2, 4, 4, 4), pool.pool.weight,
+                                      pool.pool.bias, stride=2, padding=1, groups=4)
+    torch.testing.assert_close(y[:, 1:], pool.expand(conv.flatten(2).transpose(1, 2)))
+    # no cls token: every token is a patch token
+    y2, _ = TokenPool(4, pool_type='avg', num_extra_tokens=0)(torch.randn(2, 16, 4), (4, 4))
+    assert y2.shape == (2, 4, 4)
+
+
+def test_pool_rejects_bad_settings():
+    with pytest.raises(ValueError, match='pool_type'):
+        TokenPool(4, pool_type='median')
+    with pytest.raises(ValueError, match='pool_dims'):
+        TokenPool(4, pool_dims='3d')
+    with pytest.raises(ValueError, match=r'\(H, W\)=\(4, 4\)'):
+        TokenPool(4)(torch.randn(1, 16, 4), (4, 4))  # cls token expected but missing
+
+
+def _naive_attention_map(attn_module, x):
+    """softmax(q k^T / sqrt(d)) per head from the module's qkv weights, by hand."""
+    B, N, C = x.shape
+    h = attn_module.num_heads
+    d = C // h
+    qkv = x @ attn_module.qkv.weight.t() + attn_module.qkv.bias  # (B, N, 3C)
+    q, k = qkv[..., :C], qkv[..., C:2 * C]
+    maps = []
+    for i in range(h):
+        qi, ki = q[..., i * d:(i + 1) * d], k[..., i * d:(i + 1) * d]
+        maps.append(torch.softmax(qi @ ki.transpose(1, 2) / math.sqrt(d), dim=-1))
+    return torch.stack(maps, dim=1)  # (B, h, N, N)
+
+
+def test_shared_layer_equals_attention_with_previous_map():
+    torch.manual_seed(0)
+    B, N, C, h = 2, 10, 12, 3
+    full = FullAttention(C, h).eval()
+    shared = SharedAttention(C, h).eval()
+    x1, x2 = torch.randn(B, N, C), torch.randn(B, N, C)
+    out1, attn = full(x1, return_attn=True)
+    ref_map = _naive_attention_map(full, x1)
+    torch.testing.assert_close(attn, ref_map)
+    # the fused path (map not requested) gives the same output and no map
+    out1_fused, none = full(x1)
+    assert none is None
+    torch.testing.assert_close(out1_fused, out1)
+    # shared layer: proj(A_prev @ v(x2)) per head, by hand
+    out2, handed_on = shared(x2, attn, return_attn=True)
+    v = x2 @ shared.v.weight.t() + shared.v.bias  # (B, N, C)
+    d = C // h
+    heads = [ref_map[:, i] @ v[..., i * d:(i + 1) * d] for i in range(h)]
+    ref = torch.cat(heads, dim=-1) @ shared.proj.weight.t() + shared.proj.bias
+    torch.testing.assert_close(out2, ref)
+    assert handed_on is attn  # raw reuse: a following shared layer gets the same map
+    assert shared(x2, attn)[1] is None
+
+
+def test_shared_layer_has_only_v_and_proj():
+    shared, full = SharedAttention(16, 4), FullAttention(16, 4)
+    assert {n for n, _ in shared.named_parameters()} == {'v.weight', 'v.bias', 'proj.weight', 'proj.bias'}
+    n_shared = sum(p.numel() for p in shared.parameters())
+    n_full = sum(p.numel() for p in full.parameters())
+    assert n_full - n_shared == 2 * (16 * 16 + 16)  # the q and k projections
+    with pytest.raises(ValueError, match='previous layer'):
+        shared(torch.randn(1, 5, 16))
+    with pytest.raises(ValueError, match=r'\(1, 4, 5, 5\)'):
+        shared(torch.randn(1, 5, 16), torch.rand(1, 2, 5, 5))
+
+
+def test_invalid_sharing_is_rejected_naming_both_layers():
+    stage = [0, 0, 0, 1, 1, 1]
+    heads = [2, 2, 2, 4, 4, 4]
+    check_attention_sharing([0, 1, 1, 0, 1, 0], heads, stage)  # valid, incl. a chain 0 -> 1 -> 2
+    with pytest.raises(ValueError, match=r'layer 3 cannot share the attention map of layer 2: a token '
+                                         r'pooling lies between them \(pool_after=\[2\]\)'):
+        check_attention_sharing([0, 0, 0, 1, 0, 0], heads, stage, pool_after=[2])
+    with pytest.raises(ValueError, match=r'layer 2 \(4 heads\) cannot share the attention map of '
+                                         r'layer 1 \(2 heads\)'):
+        check_attention_sharing([0, 0, 1, 0], [2, 2, 4, 4], [0, 0, 0, 0])
+    with pytest.raises(ValueError, match='layer 0 cannot share'):
+        check_attention_sharing([1, 0], [2, 2], [0, 0])
