@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 
 install: $(STAMP)
 
-$(STAMP): setup.py requirements/runtime.txt requirements/mminstall.txt requirements/tests.txt tools/install/setup_env.sh tools/install/build_mmcv.sh
+$(STAMP): setup.py requirements/runtime.txt requirements/mminstall.txt requirements/tests.txt requirements/nodeps.txt tools/install/setup_env.sh tools/install/build_mmcv.sh
 	@bash tools/install/setup_env.sh
 
 demo: $(STAMP)

@@ -7,3 +7,59 @@ if REPO not in sys.path:
     sys.path.insert(0, REPO)
 # keep tests single-threaded enough for a 2-core machine
 os.environ.setdefault('OMP_NUM_THREADS', '2')
+
+import json  # noqa: E402
+import subprocess  # noqa: E402
+
+import pytest  # noqa: E402
+
+PYTHON = sys.executable
+
+
+@pytest.fixture(scope='session')
+def synthetic_root(tmp_path_factory):
+    """Small synthetic sets in the real formats, shared by the whole test session."""
+    from clusterseg.datasets import synthetic
+    root = tmp_path_factory.mktemp('synthetic')
+    synthetic.make_seg(str(root / 'ade'), num_train=16, num_val=4, size=64, seed=0)
+    synthetic.make_panoptic(str(root / 'coco'), num_train=12, num_val=4, size=96, seed=0)
+    synthetic.make_cls(str(root / 'imagenet'), num_train=8, num_val=2, size=32, seed=0)
+    return root
+
+
+def run_tool(args, cwd=REPO, timeout=900, env=None, check=True):
+    """Run a repository tool in a subprocess; on failure show its output."""
+    full_env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='2')
+    full_env.update(env or {})
+    proc = subprocess.run([PYTHON] + list(args) if args[0].endswith('.py') else list(args),
+                          cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f'{" ".join(map(str, args))} exited {proc.returncode}\n'
+                             f'--- stdout ---\n{proc.stdout[-6000:]}\n--- stderr ---\n{proc.stderr[-6000:]}')
+    return proc
+
+
+def logged_scalars(work_dir):
+    """All records of the latest run's vis_data/scalars.json."""
+    runs = sorted(d for d in os.listdir(work_dir) if osp.isdir(osp.join(work_dir, d, 'vis_data')))
+    path = osp.join(work_dir, runs[-1], 'vis_data', 'scalars.json')
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def data_options(task, root):
+    """--cfg-options pointing a synthetic config's dataloaders (and evaluator) at ``root``."""
+    opts = [f'train_dataloader.dataset.data_root={root}', f'val_dataloader.dataset.data_root={root}',
+            f'test_dataloader.dataset.data_root={root}', 'train_dataloader.num_workers=0',
+            'val_dataloader.num_workers=0', 'test_dataloader.num_workers=0',
+            'train_dataloader.persistent_workers=False', 'val_dataloader.persistent_workers=False',
+            'test_dataloader.persistent_workers=False']
+    if task == 'det':
+        opts += [f'val_evaluator.ann_file={root}/annotations/instances_val2017.json',
+                 f'test_evaluator.ann_file={root}/annotations/instances_val2017.json']
+    if task == 'panoptic':
+        opts += [f'val_evaluator.ann_file={root}/annotations/panoptic_val2017.json',
+                 f'test_evaluator.ann_file={root}/annotations/panoptic_val2017.json',
+                 f'val_evaluator.seg_prefix={root}/annotations/panoptic_val2017/',
+                 f'test_evaluator.seg_prefix={root}/annotations/panoptic_val2017/']
+    return opts

@@ -25,8 +25,10 @@ bash tools/install/build_mmcv.sh "$PY"
 step "installing mmengine / mmdet / mmsegmentation / mmpretrain and runtime + test requirements"
 "${PIP[@]}" -r requirements/runtime.txt -r requirements/mminstall.txt -r requirements/tests.txt \
     2>&1 | grep -v 'is ignored' || true
+step "installing requirements/nodeps.txt without their (over-strict) dependencies"
+"${PIP[@]}" --no-deps -r requirements/nodeps.txt 2>&1 | grep -v 'is ignored' || true
 step "installing clusterseg (editable)"
 "${PIP[@]}" --no-deps --no-build-isolation -e . 2>&1 | grep -v 'is ignored' || true
 step "checking the installation"
-"$PY" -c 'import clusterseg, mmcv.ops, mmdet.models, mmseg.models, mmpretrain.models; print("[setup] ok: clusterseg", clusterseg.__version__)'
+"$PY" -c 'import clusterseg, mmcv.ops, mmdet.models, mmseg.models, mmpretrain.models, panopticapi.evaluation; print("[setup] ok: clusterseg", clusterseg.__version__)'
 touch "$VENV/.clusterseg-installed"
