@@ -1,0 +1,4 @@
+"""mmdet detectors (kMaX-DeepLab)."""
+from .kmax_deeplab import KMaXDeepLab
+
+__all__ = ['KMaXDeepLab']

@@ -1,0 +1,4 @@
+"""Pixel decoders (kMaX)."""
+from .kmax_pixel_decoder import KMaXPixelDecoder
+
+__all__ = ['KMaXPixelDecoder']

@@ -1,0 +1,234 @@
+"""kMaX-DeepLab in mmdet (panoptic + instance) and mmseg (semantic): build, train step, padding, metrics."""
+import glob
+import os.path as osp
+
+import pytest
+import torch
+from mmengine.config import Config, ConfigDict
+from mmengine.dataset import pseudo_collate
+from mmengine.registry import init_default_scope
+
+from tests.conftest import REPO
+
+CFG_DIR = osp.join(REPO, 'configs', 'kmax_deeplab')
+PAN_SYN = osp.join(CFG_DIR, 'kmax-deeplab_r18-tiny_1xb2-300it_synthetic-coco-panoptic-128x128.py')
+SEG_SYN = osp.join(CFG_DIR, 'kmax-seg_r18-tiny_1xb4-300it_synthetic-ade20k-128x128.py')
+
+
+def null_init_cfgs(cfg):
+    """Drop every pretrained-weight init_cfg (no downloads in tests)."""
+    if isinstance(cfg, dict):
+        if 'init_cfg' in cfg:
+            cfg['init_cfg'] = None
+        for v in cfg.values():
+            null_init_cfgs(v)
+    elif isinstance(cfg, list):
+        for v in cfg:
+            null_init_cfgs(v)
+    return cfg
+
+
+def build_model(config):
+    import clusterseg.models  # noqa: F401
+    cfg = Config.fromfile(config)
+    init_default_scope(cfg.default_scope)
+    if cfg.default_scope == 'mmdet':
+        from mmdet.registry import MODELS
+    else:
+        from mmseg.registry import MODELS
+    return MODELS.build(null_init_cfgs(cfg.model)), cfg
+
+
+def build_dataset(cfg, root, split='val'):
+    init_default_scope(cfg.default_scope)
+    if cfg.default_scope == 'mmdet':
+        from mmdet.registry import DATASETS
+    else:
+        from mmseg.registry import DATASETS
+    ds_cfg = (cfg.train_dataloader if split == 'train' else cfg.val_dataloader).dataset.copy()
+    ds_cfg.data_root = str(root)
+    return DATASETS.build(ds_cfg)
+
+
+@pytest.mark.parametrize('config', sorted(glob.glob(osp.join(CFG_DIR, '*.py'))), ids=osp.basename)
+def test_every_kmax_config_builds(config):
+    model, cfg = build_model(config)
+    n_params = sum(p.numel() for p in model.parameters())
+    assert n_params > 0
+    head = getattr(model, 'panoptic_head', None) or model.decode_head
+    assert head.num_queries == cfg.model.get('panoptic_head', cfg.model.get('decode_head')).num_queries
+    if 'synthetic' not in config:
+        assert head.num_queries == 128
+        assert len(head.transformer_decoder.kmax_transformer_layers) == 6
+
+
+def _panoptic_batch(model, cfg, root, split, n=2):
+    ds = build_dataset(cfg, root / 'coco', split)
+    return ds, model.data_preprocessor(pseudo_collate([ds[i] for i in range(n)]), split == 'train')
+
+
+def test_synthetic_panoptic_forward_backward(synthetic_root):
+    torch.manual_seed(0)
+    model, cfg = build_model(PAN_SYN)
+    model.train()
+    _, data = _panoptic_batch(model, cfg, synthetic_root, 'train')
+    losses = model.loss(data['inputs'], data['data_samples'])
+    per_output = ['loss_cls', 'loss_dice', 'loss_mask', 'loss_insdis']
+    n_aux = len(model.panoptic_head.transformer_decoder.kmax_transformer_layers)
+    expected = set(per_output) | {f'd{i}.{k}' for i in range(n_aux) for k in per_output} | {'loss_aux_sem'}
+    assert set(losses) == expected
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    head = model.panoptic_head
+    assert head.transformer_decoder.cluster_centers.weight.grad.abs().sum() > 0
+    assert model.backbone.conv1.weight.grad.abs().sum() > 0
+    assert head.aux_semantic_head.final_conv.conv.weight.grad.abs().sum() > 0
+    # padded to the fixed size before the backbone: final masks at stride 4 of 128
+    assert data['data_samples'][0].batch_input_shape == (128, 128)
+
+
+def test_fixed_size_padding_and_too_large_error(synthetic_root):
+    model, cfg = build_model(PAN_SYN)
+    model.eval()
+    ds, data = _panoptic_batch(model, cfg, synthetic_root, 'val', n=1)
+    inputs = data['inputs'][..., :100, :120]  # smaller than the fixed 128x128
+    sample = data['data_samples'][0]
+    sample.set_metainfo(dict(img_shape=(100, 120)))
+    with torch.no_grad():
+        out = model.predict(inputs, [sample])[0]
+    assert sample.batch_input_shape == (128, 128)
+    assert out.pred_panoptic_seg.sem_seg.shape[-2:] == tuple(sample.ori_shape)
+    big = torch.zeros(1, 3, 130, 128)
+    with pytest.raises(ValueError, match='fixed input size 128x128'):
+        model.predict(big, [sample])
+    model.train()
+    with pytest.raises(ValueError, match='fixed input size'):
+        model.loss(big, [sample])
+
+
+def _oracle_logits(labels, masks, num_classes, K=12):
+    """Logits whose kMaX post-processing reproduces the GT segments exactly."""
+    M, H, W = masks.shape
+    cls = torch.zeros(K, num_classes + 1)
+    cls[:, -1] = 20.  # unused clusters: void
+    mask = torch.zeros(K, H, W)
+    for m in range(M):
+        cls[m, -1] = 0.
+        cls[m, labels[m]] = 20.
+        mask[m] = 20. * masks[m].float()
+    return cls, mask
+
+
+def test_oracle_predictions_score_full_pq_and_ap(synthetic_root):
+    """The fusion head's panoptic / instance outputs are in the format mmdet's metrics read."""
+    from mmdet.evaluation import CocoMetric, CocoPanopticMetric
+    from mmdet.models.utils import preprocess_panoptic_gt
+    model, cfg = build_model(PAN_SYN)
+    fusion = model.panoptic_fusion_head
+    coco = synthetic_root / 'coco'
+    ds = build_dataset(cfg, coco, 'val')
+    pan_metric = CocoPanopticMetric(ann_file=str(coco / 'annotations/panoptic_val2017.json'),
+                                    seg_prefix=str(coco / 'annotations/panoptic_val2017'))
+    ins_metric = CocoMetric(ann_file=str(coco / 'annotations/instances_val2017.json'), metric=['bbox', 'segm'])
+    pan_metric.dataset_meta = ins_metric.dataset_meta = ds.metainfo
+    samples = []
+    for i in range(len(ds)):
+        sample = ds[i]['data_samples']
+        labels, masks = preprocess_panoptic_gt(sample.gt_instances.labels, sample.gt_instances.masks,
+                                               sample.gt_sem_seg.sem_seg, 5, 4)
+        cls, mask = _oracle_logits(labels, masks, 9)
+        sample.set_metainfo(dict(img_shape=sample.ori_shape))  # logits at the original size
+        result = fusion.predict(cls[None], mask[None], [sample], rescale=False)[0]
+        sample.pred_panoptic_seg = result['pan_results']
+        sample.pred_instances = result['ins_results']
+        samples.append(sample.to_dict())
+    pan_metric.process({}, samples)
+    ins_metric.process({}, samples)
+    pq = pan_metric.compute_metrics(pan_metric.results)
+    ap = ins_metric.compute_metrics(ins_metric.results)
+    assert pq['PQ'] > 99.9 and pq['PQ_th'] > 99.9 and pq['PQ_st'] > 99.9, pq
+    assert ap['segm_mAP'] > 0.99 and ap['bbox_mAP'] > 0.9, ap
+
+
+def test_fusion_head_mask_wise_merging_by_hand():
+    from clusterseg.models.dense_heads import KMaXFusionHead
+    head = KMaXFusionHead(num_things_classes=2, num_stuff_classes=2, test_cfg=dict(
+        pixel_confidence_threshold=0.4, class_threshold_thing=0.7, class_threshold_stuff=0.5,
+        overlap_threshold=0.8, instance_on=True, semantic_on=True))
+    H, W = 4, 6
+    mask = torch.full((4, H, W), -10.)
+    mask[0, :, :3] = 10.  # thing (class 0), confident
+    mask[1, :, 3:] = 10.  # stuff (class 3)
+    mask[2, :2, 2:4] = 12.  # thing (class 1) overlapping both, ranked first but not confident enough
+    mask[3, 3:, :] = 11.  # stuff (class 3) again: merged into one id with cluster 1
+    cls = torch.full((4, 5), -10.)
+    cls[0, 0], cls[1, 3], cls[2, 1], cls[2, -1], cls[3, 3] = 10., 10., 10., 10., 10.  # cluster 2: 0.5 prob
+    pan = head.panoptic_postprocess(cls, mask).sem_seg[0]
+    # cluster 3 (ranked by prob x mask score) pastes row 3 first; cluster 0 then keeps 9/12 > 0.8? no
+    probs = mask.softmax(0)
+    binary = probs > 0.4
+    expected = torch.full((H, W), 4, dtype=torch.int32)
+    order = sorted(range(4), key=lambda k: -(cls[k].softmax(-1)[:-1].max() * probs[k][binary[k]].mean()).item())
+    inst = 1
+    for k in order:
+        p, label = cls[k].softmax(-1)[:-1].max(0)
+        thing = label < 2
+        if p <= (0.7 if thing else 0.5):
+            continue
+        new = binary[k] & (expected == 4)
+        if new.sum() <= 0.8 * binary[k].sum():
+            continue
+        expected[new] = label + inst * 1000 if thing else label
+        inst += int(thing)
+    assert torch.equal(pan, expected)
+    assert (pan == 3).sum() > 0 and not (pan == 1 + 1000).any()  # stuff merged, unconfident thing dropped
+    ins = head.instance_postprocess(cls, mask)
+    assert ins.masks.shape[1:] == (H, W) and set(ins.labels.tolist()) <= {0, 1}
+    sem = head.semantic_postprocess(cls, mask)
+    assert sem.sem_seg.shape == (1, H, W) and sem.sem_seg[0, 0, 0] == 0 and sem.sem_seg[0, 0, 5] == 3
+
+
+def test_untrained_model_predictions_are_scored(synthetic_root):
+    from mmdet.evaluation import CocoPanopticMetric
+    model, cfg = build_model(PAN_SYN)
+    model.eval()
+    coco = synthetic_root / 'coco'
+    ds, data = _panoptic_batch(model, cfg, synthetic_root, 'val', n=2)
+    with torch.no_grad():
+        out = model.predict(data['inputs'], data['data_samples'])
+    metric = CocoPanopticMetric(ann_file=str(coco / 'annotations/panoptic_val2017.json'),
+                                seg_prefix=str(coco / 'annotations/panoptic_val2017'))
+    metric.dataset_meta = ds.metainfo
+    metric.process({}, [o.to_dict() for o in out])
+    res = metric.compute_metrics(metric.results)
+    assert 0 <= res['PQ'] <= 100
+    assert out[0].pred_panoptic_seg.sem_seg.shape[-2:] == tuple(out[0].ori_shape)
+
+
+def test_semantic_head_shapes_loss_and_iou_metric(synthetic_root):
+    from mmseg.evaluation import IoUMetric
+    torch.manual_seed(0)
+    model, cfg = build_model(SEG_SYN)
+    ds = build_dataset(cfg, synthetic_root / 'ade', 'train')
+    model.train()
+    data = model.data_preprocessor(pseudo_collate([ds[i] for i in range(2)]), True)
+    losses = model.loss(data['inputs'], data['data_samples'])
+    assert 'decode.loss_cls' in losses and 'decode.d0.loss_dice' in losses and 'decode.loss_aux_sem' in losses
+    sum(v for k, v in losses.items() if 'loss' in k).backward()
+    model.eval()
+    val = build_dataset(cfg, synthetic_root / 'ade', 'val')
+    data = model.data_preprocessor(pseudo_collate([val[i] for i in range(2)]), False)
+    assert data['inputs'].shape[-2:] == (128, 128)
+    with torch.no_grad():
+        out = model.predict(data['inputs'], data['data_samples'])
+    assert out[0].seg_logits.data.shape == (8, ) + tuple(out[0].ori_shape)
+    probs = out[0].seg_logits.data.sum(0)  # class probs x softmax-over-K masks: sums to 1 - void mass
+    assert (probs <= 1 + 1e-4).all() and (probs > 0).all()
+    metric = IoUMetric(iou_metrics=['mIoU'])
+    metric.dataset_meta = val.metainfo
+    metric.process({}, [o.to_dict() for o in out])
+    assert 0 <= metric.compute_metrics(metric.results)['mIoU'] <= 100
+    # an image larger than the fixed size is refused, not silently mis-padded
+    with pytest.raises(ValueError, match='fixed input size'):
+        model.decode_head.predict(model.extract_feat(torch.zeros(1, 3, 160, 128)),
+                                  [dict(img_shape=(160, 128), pad_shape=(160, 128))])
