@@ -19,3 +19,5 @@ log_level = 'INFO'
 load_from = None
 resume = False
 randomness = dict(seed=0, deterministic=False)
+# stop with the iteration and the loss name when a loss becomes NaN/inf (last good checkpoint kept)
+custom_hooks = [dict(type='clusterseg.NonFiniteLossHook')]

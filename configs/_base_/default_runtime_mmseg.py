@@ -13,3 +13,5 @@ load_from = None
 resume = False
 randomness = dict(seed=0)
 tta_model = dict(type='SegTTAModel')
+# stop with the iteration and the loss name when a loss becomes NaN/inf (last good checkpoint kept)
+custom_hooks = [dict(type='clusterseg.NonFiniteLossHook')]

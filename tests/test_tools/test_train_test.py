@@ -31,7 +31,8 @@ def _train_then_test(task, synthetic_root, tmp_path):
     losses = [r['loss'] for r in logged_scalars(work) if 'loss' in r]
     ckpt = open(osp.join(work, 'last_checkpoint')).read().strip()
     test_dir = str(tmp_path / f'{task}_test')
-    out = run_tool(['tools/test.py', config, ckpt, '--work-dir', test_dir, '--cfg-options'] +
+    extra = ['--show-dir', 'vis', '--out', str(tmp_path / 'preds.pkl')]
+    out = run_tool(['tools/test.py', config, ckpt, '--work-dir', test_dir] + extra + ['--cfg-options'] +
                    data_options(task, synthetic_root / sub))
     return work, losses, ckpt, test_dir, out, metric
 
@@ -45,6 +46,10 @@ def test_train_then_test(task, synthetic_root, tmp_path):
     metrics = json.load(open(osp.join(test_dir, 'test_metrics.json')))
     assert metric in metrics and metrics[metric] >= 0
     assert '[clusterseg] metrics written to' in out.stdout
+    assert os.path.getsize(tmp_path / 'preds.pkl') > 0  # --out dumps the raw predictions
+    # --show-dir paints the predictions (under the run's folder in the work dir)
+    painted = [f for _, _, fs in os.walk(test_dir) for f in fs if f.endswith(('.png', '.jpg'))]
+    assert painted, f'no painted predictions under {test_dir}'
 
 
 def test_resume_continues_a_stopped_run(synthetic_root, tmp_path):

@@ -1,0 +1,79 @@
+"""Runner hooks: stop on a non-finite loss, write checkpoints atomically."""
+import math
+import os
+
+from mmengine.hooks import Hook
+
+from clusterseg.registry import HOOKS
+
+
+class NonFiniteLossError(RuntimeError):
+    """A training loss became NaN or infinite."""
+
+
+@HOOKS.register_module()
+class NonFiniteLossHook(Hook):
+    """Stop training when any logged loss is NaN or infinite.
+
+    Runs right after the iteration (before the checkpoint hook), so the step that produced the
+    bad loss is never saved: the last checkpoint on disk is the last good one.
+
+    Args:
+        interval (int): check every ``interval`` iterations (1: every iteration).
+    """
+
+    priority = 'VERY_HIGH'
+
+    def __init__(self, interval=1):
+        self.interval = interval
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        if not outputs or not self.every_n_train_iters(runner, self.interval):
+            return
+        # name the loss term at fault rather than the total ('loss' is their sum)
+        names = sorted((n for n in outputs if 'loss' in n), key=lambda n: n == 'loss')
+        for name in names:
+            value = outputs[name]
+            value = float(value.detach()) if hasattr(value, 'detach') else float(value)
+            if not math.isfinite(value):
+                ckpt = None
+                last = os.path.join(runner.work_dir, 'last_checkpoint')
+                if os.path.exists(last):
+                    with open(last) as f:
+                        ckpt = f.read().strip()
+                raise NonFiniteLossError(
+                    f'non-finite loss at iteration {runner.iter + 1} (epoch {runner.epoch + 1}): '
+                    f'{name} = {value}. Training stopped; the last good checkpoint is '
+                    f'{ckpt or "none (no checkpoint was saved yet)"}. Lower the learning rate, '
+                    'enable gradient clipping (optim_wrapper.clip_grad) or check the data.')
+
+
+def install_atomic_local_writes():
+    """Make mmengine's local file writes (checkpoints included) atomic.
+
+    mmengine writes a checkpoint straight into its final path, so a run killed while saving
+    leaves a truncated ``iter_N.pth`` behind. Writing to a temporary file in the same folder and
+    renaming it with ``os.replace`` means a checkpoint path either holds a whole file or nothing.
+    Idempotent.
+    """
+    from mmengine.fileio.backends import local_backend
+    backend = local_backend.LocalBackend
+    if getattr(backend.put, '_clusterseg_atomic', False):
+        return
+
+    def put(self, obj, filepath):
+        filepath = str(filepath)
+        os.makedirs(os.path.dirname(os.path.abspath(filepath)), exist_ok=True)
+        tmp = f'{filepath}.tmp-{os.getpid()}'
+        try:
+            with open(tmp, 'wb') as f:
+                f.write(obj)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, filepath)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+
+    put._clusterseg_atomic = True
+    backend.put = put
