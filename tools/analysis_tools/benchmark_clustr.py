@@ -47,9 +47,9 @@ def _stage1_tokens(h, w):
 
 
 def naive_peak_estimate(h, w):
-    """Bytes of the naive path's largest transient: fp32 N x N distances plus ~3 N x N bool masks."""
+    """Bytes of the naive path's largest transient: fp32 N x N distances, an N x N bool mask, margin."""
     n = _stage1_tokens(h, w)
-    return n * n * (4 + 3)
+    return n * n * (4 + 1 + 1)
 
 
 def _make(kind, h, w, arch, memory_efficient, max_block_elems, device):

@@ -108,21 +108,24 @@ def dpc_knn(x, num_clusters, k=5, memory_efficient=None, max_block_elems=DEFAULT
     rho = x.new_empty(B, N)
     d2_max = x.new_zeros(B)
     for s, e in blocks:
-        d2 = _sq_dists(x[:, s:e], x) / C  # (B, rows, N): D^2
+        d2 = _sq_dists(x[:, s:e], x).div_(C)  # (B, rows, N): D^2
         knn = d2.topk(k, dim=-1, largest=False).values  # (B, rows, k), sorted: exact set
         rho[:, s:e] = torch.exp(-knn.mean(-1))
         d2_max = torch.maximum(d2_max, d2.flatten(1).amax(-1))
         del d2, knn
 
-    # pass 2: distance to the nearest denser token (strict order: rho, then lower index)
+    # pass 2: distance to the nearest denser token. "Denser" is the strict total order of a
+    # stable descending sort of rho (equal rho: lower index first), so j is denser than i iff
+    # rank_j < rank_i: one comparison per pair
+    by_rho = torch.sort(rho, dim=-1, descending=True, stable=True).indices  # (B, N)
+    rank = torch.empty_like(by_rho).scatter_(1, by_rho, idx[None].expand(B, N))  # (B, N)
     delta2 = x.new_empty(B, N)
     for s, e in blocks:
-        d2 = _sq_dists(x[:, s:e], x) / C  # (B, rows, N)
-        r_i, r_j = rho[:, s:e, None], rho[:, None, :]
-        denser = (r_j > r_i) | ((r_j == r_i) & (idx[None, None, :] < idx[s:e, None]))  # (B, rows, N)
-        d2.masked_fill_(~denser, float('inf'))
+        d2 = _sq_dists(x[:, s:e], x).div_(C)  # (B, rows, N)
+        not_denser = rank[:, None, :] >= rank[:, s:e, None]  # (B, rows, N), self included
+        d2.masked_fill_(not_denser, float('inf'))
         delta2[:, s:e] = d2.amin(-1)
-        del d2, denser
+        del d2, not_denser
     delta2 = torch.where(torch.isinf(delta2), d2_max[:, None], delta2)  # the densest token
     score = rho * delta2.sqrt()  # (B, N)
     # stable descending sort: equal scores keep index order

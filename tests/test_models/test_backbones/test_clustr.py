@@ -37,6 +37,32 @@ def test_params_match_table(arch, alias):
     assert ClusTR(alias).arch_settings == ClusTR(arch).arch_settings
 
 
+def test_macs_count_attention_and_clustering():
+    """Our counter sees the DPC-kNN distance GEMMs and the attention products (docs/en/clustr.md)."""
+    from mmengine.analysis import FlopAnalyzer
+
+    from clusterseg.utils.complexity import count_complexity, sdpa_macs
+    model = _Classifier(arch='b1').eval()
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        an = FlopAnalyzer(model, (x, ))
+        an.set_op_handle(**{'aten::scaled_dot_product_attention': sdpa_macs})
+        an.unsupported_ops_warnings(False)
+        an.uncalled_modules_warnings(False)
+        an.tracer_warnings('none')
+        ops = an.by_operator()
+    # per clustering layer: two N x N distance passes + distances to the M0 + 4 M0 centres;
+    # attention: N x (M0 + 4 M0) (stages 1-3) or N x N (stage 4), q k^T and attn v
+    stages = [(3136, 64, 8, 1), (784, 128, 4, 2), (196, 256, 2, 6), (49, 512, 1, 1)]  # N, C, sr, depth
+    clus = sum(d * (2 * n * n * c + n * 5 * (n // sr**2) * c) for n, c, sr, d in stages if sr > 1)
+    attn = sum(d * n * (5 * (n // sr**2) if sr > 1 else n) * 2 * c for n, c, sr, d in stages)
+    assert ops['bmm'] == clus and ops['scaled_dot_product_attention'] == attn
+    # conv + linear: within 5 % of the reference's 2.15 G (which also counts norms / activations)
+    assert abs((ops['conv'] + ops['linear']) / 1e9 - 2.15) / 2.15 < 0.05
+    total = count_complexity(model, (x, ))['macs']
+    assert total == sum(ops.values())  # the project's counter includes both
+
+
 def test_structure_follows_reference():
     m = ClusTR('b3')
     assert [len(getattr(m, f'block{i}')) for i in range(1, 5)] == [3, 5, 18, 3]
