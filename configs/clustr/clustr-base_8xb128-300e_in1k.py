@@ -10,7 +10,14 @@ _base_ = [
 ]
 model = dict(
     type='ImageClassifier',
-    backbone=dict(type='clusterseg.ClusTR', arch='base', drop_path_rate=0.3, out_indices=(3, )),
+    backbone=dict(
+        type='clusterseg.ClusTR',
+        arch='base',
+        drop_path_rate=0.3,
+        out_indices=(3, ),
+        # 1 GiB distance blocks (the reference clusters B/4 images at once: 1.26 GB at B=128);
+        # the block size changes memory and speed only, never the assignments
+        max_block_elems=2**28),
     neck=dict(type='GlobalAveragePooling'),
     head=dict(
         type='LinearClsHead',

@@ -235,9 +235,10 @@ class ClusteredKVAttention(nn.Module):
                               max_block_elems=self.max_block_elems)
             # fp32 weights: exp() of a half-precision logit overflows early under AMP
             w = self.weight_layer(x).float().exp()  # (B, N, 1)
+            xf = x.float()
             out = 0
             for s, (m, assign) in enumerate(zip(counts, assigns)):
-                xs = merge_clusters(x.float(), assign, m, w).to(x.dtype)  # (B, M_s, C)
+                xs = merge_clusters(xf, assign, m, w).to(x.dtype)  # (B, M_s, C)
                 k, v = self._heads(getattr(self, f'kv{s + 1}')(xs))  # (B, h, M_s, d)
                 out = out + F.scaled_dot_product_attention(q, k, v, dropout_p=drop)
         out = self.proj_drop(self.proj(out.transpose(1, 2).reshape(B, N, C)))
