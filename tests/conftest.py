@@ -63,3 +63,12 @@ def data_options(task, root):
                  f'val_evaluator.seg_prefix={root}/annotations/panoptic_val2017/',
                  f'test_evaluator.seg_prefix={root}/annotations/panoptic_val2017/']
     return opts
+
+
+def small_seg_options(size=64):
+    """--cfg-options that shrink a synthetic ADE20K config's crops to ``size`` (tests only)."""
+    return [f'train_dataloader.dataset.pipeline.2.scale=({4 * size},{size})',
+            f'train_dataloader.dataset.pipeline.3.crop_size=({size},{size})',
+            f'val_dataloader.dataset.pipeline.1.scale=({4 * size},{size})',
+            f'test_dataloader.dataset.pipeline.1.scale=({4 * size},{size})',
+            f'model.data_preprocessor.size=({size},{size})']

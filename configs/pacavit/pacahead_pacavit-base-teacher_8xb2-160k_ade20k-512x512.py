@@ -1,29 +1,16 @@
-# PaCa head + PaCa-ViT-base-teacher, ADE20K 512x512, 160k iterations, 8 GPUs x 2 (spec pacavit.md §4.1):
-# AdamW lr 6e-5, wd 0.01 (none on norms), lr x10 for the head and the re-initialised cluster
-# layer, linear warm-up 1500 iterations then poly(1.0).
-_base_ = [
-    '../_base_/models/pacahead_pacavit.py',
-    '../_base_/datasets/ade20k.py',
-    '../_base_/schedules/schedule_160k.py',
-    '../_base_/default_runtime_mmseg.py',
-]
+# PaCa head + PaCa-ViT-base-teacher, ADE20K 512x512 160k: the tiny recipe with another backbone.
+_base_ = './pacahead_pacavit-tiny_8xb2-160k_ade20k-512x512.py'
 model = dict(
     backbone=dict(
         arch='base-teacher',
         drop_path_rate=0.1,
         num_clusters=[200, 200, 200, 200],
         pretrained_ignore_keys=[r'paca_teacher\.to_clusters'],
-        init_cfg=dict(type='Pretrained', checkpoint='https://github.com/iVMCL/PaCaViT/releases/download/pacavit/IMNET_224_pacavit_convmixer_base_100.pth')),
-    decode_head=dict(in_channels=[96, 192, 384, 512], num_classes=150))
-optim_wrapper = dict(
-    _delete_=True,
-    type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=6e-5, betas=(0.9, 0.999), weight_decay=0.01),
-    paramwise_cfg=dict(custom_keys={
-        'norm': dict(decay_mult=0.),
-        'paca_teacher.to_clusters': dict(lr_mult=10.),
-        'head': dict(lr_mult=10.)}))
-param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=1500),
-    dict(type='PolyLR', power=1.0, eta_min=0.0, begin=1500, end=160000, by_epoch=False),
-]
+        init_cfg=dict(checkpoint='https://github.com/iVMCL/PaCaViT/releases/download/pacavit/IMNET_224_pacavit_convmixer_base_100.pth')),
+    decode_head=dict(in_channels=[96, 192, 384, 512]))
+# the teacher predicts the clusters: its output layers are the re-initialised ones
+optim_wrapper = dict(paramwise_cfg=dict(custom_keys={
+    '_delete_': True,
+    'norm': dict(decay_mult=0.),
+    'paca_teacher.to_clusters': dict(lr_mult=10.),
+    'head': dict(lr_mult=10.)}))

@@ -1,12 +1,4 @@
-# Synthetic-data sibling of pacahead_pacavit-small-mlp_8xb2-160k_ade20k-512x512.py: the same model on
-# the synthetic ADE20K-format set (8 classes, 128x128), trained from scratch on a CPU in minutes.
-_base_ = [
-    '../_base_/models/pacahead_pacavit.py',
-    '../_base_/datasets/synthetic_ade20k.py',
-    '../_base_/schedules/schedule_synthetic_seg.py',
-    '../_base_/default_runtime_mmseg.py',
-]
-model = dict(
-    data_preprocessor=dict(size=(128, 128)),
-    backbone=dict(arch='small-mlp', drop_path_rate=0.1, num_clusters=[200, 200, 200, 0]),
-    decode_head=dict(in_channels=[96, 192, 320, 384], num_classes=8))
+# Synthetic-data sibling of pacahead_pacavit-small-mlp_8xb2-160k_ade20k-512x512.py (CPU, minutes).
+_base_ = './pacahead_pacavit-tiny_1xb4-300it_synthetic-ade20k-128x128.py'
+model = dict(backbone=dict(arch='small-mlp', drop_path_rate=0.1),
+             decode_head=dict(in_channels=[96, 192, 320, 384]))

@@ -1,12 +1,4 @@
 # Synthetic-data sibling of upernet_pacavit-small_8xb2-160k_ade20k-512x512.py (CPU, minutes).
-_base_ = [
-    '../_base_/models/upernet_pacavit.py',
-    '../_base_/datasets/synthetic_ade20k.py',
-    '../_base_/schedules/schedule_synthetic_seg.py',
-    '../_base_/default_runtime_mmseg.py',
-]
-model = dict(
-    data_preprocessor=dict(size=(128, 128)),
-    backbone=dict(arch='small', drop_path_rate=0.1),
-    decode_head=dict(in_channels=[96, 192, 320, 384], channels=128, num_classes=8),
-    auxiliary_head=dict(in_channels=320, channels=64, num_classes=8))
+_base_ = './upernet_pacavit-tiny_1xb4-300it_synthetic-ade20k-128x128.py'
+model = dict(backbone=dict(arch='small'), decode_head=dict(in_channels=[96, 192, 320, 384]),
+             auxiliary_head=dict(in_channels=320))

@@ -5,7 +5,7 @@ import os.path as osp
 
 import pytest
 
-from tests.conftest import data_options, logged_scalars, run_tool
+from tests.conftest import data_options, logged_scalars, run_tool, small_seg_options
 
 DEMO = 'configs/demo/'
 CASES = {
@@ -27,6 +27,8 @@ def _train_then_test(task, synthetic_root, tmp_path):
     config, sub, schedule, metric = CASES[task]
     work = str(tmp_path / task)
     opts = data_options(task, synthetic_root / sub) + schedule + ['default_hooks.logger.interval=1']
+    if task == 'seg':
+        opts += small_seg_options(64)
     run_tool(['tools/train.py', config, '--work-dir', work, '--cfg-options'] + opts)
     losses = [r['loss'] for r in logged_scalars(work) if 'loss' in r]
     ckpt = open(osp.join(work, 'last_checkpoint')).read().strip()
@@ -55,7 +57,7 @@ def test_train_then_test(task, synthetic_root, tmp_path):
 def test_resume_continues_a_stopped_run(synthetic_root, tmp_path):
     config, sub, _, _ = CASES['seg']
     work = str(tmp_path / 'resume')
-    base = data_options('seg', synthetic_root / sub) + [
+    base = data_options('seg', synthetic_root / sub) + small_seg_options(64) + [
         'default_hooks.logger.interval=1', 'default_hooks.checkpoint.interval=10',
         'train_cfg.val_interval=1000', 'param_scheduler.0.end=5', 'param_scheduler.1.begin=5',
         'param_scheduler.1.end=20']
@@ -76,7 +78,7 @@ def test_dist_train_two_processes_cpu(synthetic_root, tmp_path):
                      'train_cfg.max_iters=4', 'train_cfg.val_interval=4', 'default_hooks.logger.interval=1',
                      'default_hooks.checkpoint.interval=4', 'train_dataloader.batch_size=2',
                      'param_scheduler.0.end=2', 'param_scheduler.1.begin=2', 'param_scheduler.1.end=4']
-                    + data_options('seg', synthetic_root / sub),
+                    + data_options('seg', synthetic_root / sub) + small_seg_options(64),
                     env={'PYTHON': os.environ.get('PYTHON', __import__('sys').executable),
                          'PORT': '29611'})
     assert osp.exists(osp.join(work, 'iter_4.pth'))
