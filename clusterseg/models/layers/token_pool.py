@@ -152,7 +152,7 @@ class FullAttention(nn.Module):
         q, k, v = self.qkv(x).view(B, N, 3, h, C // h).permute(2, 0, 3, 1, 4)  # 3 x (B, h, N, d)
         drop = self.attn_drop if self.training else 0.
         if return_attn:
-            attn = (q @ k.transpose(-2, -1) * self.scale).softmax(dim=-1)  # (B, h, N, N)
+            attn = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)  # (B, h, N, N)
             out = F.dropout(attn, drop, self.training) @ v  # (B, h, N, d)
         else:
             attn = None

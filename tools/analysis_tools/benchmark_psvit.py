@@ -1,0 +1,224 @@
+"""Benchmark PSViT's attention sharing: time and memory of a sharing layer vs a full layer, and
+of the PSViT presets vs DeiT of the same budget, in one run (not a test; prints a table).
+
+Layers (one pre-norm block = attention + MLP, and the attention module alone), at two shapes:
+DeiT-Ti's (N = 197 tokens, C = 192, 3 heads) and PSViT-tiny's first stage (N = 785, C = 96,
+3 heads at 224x224). Three variants: ``full`` (fused SDPA, map not kept), ``full+map`` (the
+layer before a sharing one: it materialises softmax(QK^T) to hand it on), ``shared`` (reuses a
+given map: V projection + proj only). Goal: shared <= 0.75x full.
+
+Models: DeiT-Ti/S/B (mmpretrain ``VisionTransformer``), PSViT with the same pooling but no
+sharing (``share_attn`` all 0), and the PSViT presets, at 224x224.
+
+Time: best-of-``--repeats`` time of forward (no_grad) and of forward + backward, the variants
+of a group timed round-robin. On CPU it is the process's CPU time (default one thread), which
+stays meaningful on a shared, oversubscribed machine; on CUDA wall time. Memory: on CPU, the bytes
+of the tensors autograd saves for backward (activations, de-duplicated by storage, inputs
+excluded: the shared map is owned by the previous layer); on CUDA also the peak allocation.
+
+Example:
+    python tools/analysis_tools/benchmark_psvit.py --batch-size 8
+    python tools/analysis_tools/benchmark_psvit.py --skip-models   # layers only (seconds)
+"""
+import argparse
+import os.path as osp
+import sys
+import time
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+
+from clusterseg.models.backbones.psvit import PSViT, PSViTBlock  # noqa: E402
+from clusterseg.models.layers.token_pool import FullAttention, SharedAttention  # noqa: E402
+from clusterseg.utils.complexity import count_complexity  # noqa: E402
+
+
+def saved_bytes(fn, inputs):
+    """Bytes of the tensors autograd saves during ``fn(*inputs)`` (unique storages, inputs excluded)."""
+    seen, skip = {}, {t.untyped_storage().data_ptr() for t in inputs if torch.is_tensor(t)}
+
+    def pack(t):
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in skip:
+            seen[ptr] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn(*inputs)
+    del out
+    return sum(seen.values())
+
+
+def _sync():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def measure_group(named, repeats, device):
+    """Time a group of ``(name, module, inputs)`` *interleaved* (round-robin over the variants,
+    best of ``repeats``), so that load from other processes hits all of them alike.
+
+    Returns: dict name -> dict(fwd ms, both = fwd+bwd ms, saved MB, peak MB (CUDA), macs G).
+    """
+    prepared = []
+    for name, module, inputs in named:
+        module = module.to(device)
+        inputs = tuple(t.to(device) if torch.is_tensor(t) else t for t in inputs)
+        prepared.append((name, module, inputs))
+
+    def fwd(module, inputs):
+        module.eval()
+        with torch.no_grad():
+            module(*inputs)
+
+    def both(module, inputs):
+        module.train()
+        module.zero_grad(set_to_none=True)
+        out = module(*inputs)
+        out = out[0] if isinstance(out, (tuple, list)) else out
+        out.float().mean().backward()
+
+    # on CPU the process's CPU time, not wall time: the machine may be shared, and CPU time
+    # counts the work done whatever the other processes do (wall time on CUDA)
+    clock = time.perf_counter if device.type == 'cuda' else time.process_time
+    res = {name: dict(fwd=float('inf'), both=float('inf')) for name, _, _ in prepared}
+    for key, fn in (('fwd', fwd), ('both', both)):
+        for rnd in range(repeats + 1):  # round 0 warms up
+            for name, module, inputs in prepared:
+                _sync()
+                t0 = clock()
+                fn(module, inputs)
+                _sync()
+                if rnd:
+                    res[name][key] = min(res[name][key], (clock() - t0) * 1e3)
+    for name, module, inputs in prepared:
+        module.train()
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+
+        def loss(*a, module=module):
+            out = module(*a)
+            out = out[0] if isinstance(out, (tuple, list)) else out
+            return out.float().mean()
+
+        res[name]['saved'] = saved_bytes(loss, inputs) / 2**20
+        res[name]['peak'] = (torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available()
+                             else float('nan'))
+        cpu_in = tuple(t.cpu() if torch.is_tensor(t) else t for t in inputs)
+        res[name]['macs'] = count_complexity(module.cpu(), cpu_in)['macs'] / 1e9
+        module.to(device)
+    return res
+
+
+class _Wrap(nn.Module):
+    """Calls a layer with fixed keyword arguments (what the benchmark times)."""
+
+    def __init__(self, layer, **kwargs):
+        super().__init__()
+        self.layer, self.kwargs = layer, kwargs
+
+    def forward(self, *args):
+        return self.layer(*args, **self.kwargs)[0]
+
+
+class _DeiT(nn.Module):
+    def __init__(self, arch):
+        super().__init__()
+        from mmpretrain.models import VisionTransformer
+        self.backbone = VisionTransformer(arch=arch, img_size=224, patch_size=16, drop_path_rate=0.)
+        self.head = nn.Linear(self.backbone.embed_dims, 1000)
+
+    def forward(self, x):
+        return self.head(self.backbone(x)[-1])
+
+
+class _PSViT(nn.Module):
+    def __init__(self, arch, **kwargs):
+        super().__init__()
+        self.backbone = PSViT(arch, drop_path_rate=0., **kwargs)
+        self.head = nn.Linear(self.backbone.embed_dims[-1], 1000)
+
+    def forward(self, x):
+        return self.head(self.backbone(x)[0])
+
+
+def row(name, r, ref=None):
+    ratio = ''
+    if ref is not None:
+        ratio = (f"  x{r['fwd'] / ref['fwd']:.2f} / x{r['both'] / ref['both']:.2f} / "
+                 f"x{r['saved'] / ref['saved']:.2f} / x{r['macs'] / ref['macs']:.2f}")
+    peak = '' if r['peak'] != r['peak'] else f"  peak {r['peak']:8.1f} MB"
+    print(f"  {name:<34s} {r['macs']:7.3f} GMACs  fwd {r['fwd']:8.2f} ms  fwd+bwd {r['both']:8.2f} ms  "
+          f"saved {r['saved']:8.1f} MB{peak}{ratio}", flush=True)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0],
+                                epilog='Example:' + __doc__.split('Example:')[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--batch-size', type=int, default=8, help='batch for the layer benchmark')
+    p.add_argument('--model-batch-size', type=int, default=2, help='batch for the model benchmark')
+    p.add_argument('--repeats', type=int, default=5)
+    p.add_argument('--threads', type=int, default=1)
+    p.add_argument('--device', default='cpu')
+    p.add_argument('--skip-models', action='store_true')
+    p.add_argument('--sizes', nargs='+', default=['tiny', 'small', 'base'])
+    args = p.parse_args(argv)
+    torch.manual_seed(0)
+    torch.set_num_threads(args.threads)
+    dev = torch.device(args.device)
+    clock = 'wall' if dev.type == 'cuda' else 'CPU'
+    print(f'device {dev} ({clock} time), {torch.get_num_threads()} threads, torch {torch.__version__}; ratios are '
+          'fwd / fwd+bwd / saved memory / MACs vs the full layer (or DeiT)')
+    results = {}
+    B = args.batch_size
+    for label, N, C, h in [('DeiT-Ti layer (N=197, C=192, h=3)', 197, 192, 3),
+                           ('PSViT-tiny stage 0 (N=785, C=96, h=3)', 785, 96, 3)]:
+        print(f'\n{label}, batch {B}')
+        x = torch.randn(B, N, C)
+        with torch.no_grad():
+            amap = torch.softmax(torch.randn(B, h, N, N), -1)
+        for unit in ('block', 'attention'):
+            if unit == 'block':
+                full, shared = PSViTBlock(C, h), PSViTBlock(C, h, share=True)
+            else:
+                full, shared = FullAttention(C, h), SharedAttention(C, h)
+            g = measure_group([('full', _Wrap(full), (x, )),
+                               ('map', _Wrap(full, return_attn=True), (x, )),
+                               ('shared', _Wrap(shared), (x, amap))], args.repeats, dev)
+            r_full, r_map, r_shared = g['full'], g['map'], g['shared']
+            row(f'{unit}: full (SDPA)', r_full)
+            row(f'{unit}: full + map handed on', r_map, r_full)
+            row(f'{unit}: shared', r_shared, r_full)
+            results[(label, unit)] = (r_full, r_map, r_shared)
+    if not args.skip_models:
+        Bm = args.model_batch_size
+        x = torch.randn(Bm, 3, 224, 224)
+        deit = {'tiny': 'deit-tiny', 'small': 'deit-small', 'base': 'deit-base'}
+        for size in args.sizes:
+            print(f'\nmodels at 224x224, batch {Bm}: {size}')
+            no_share = [0] * len(PSViT.arch_zoo[size]['share_attn'])
+            g = measure_group([('deit', _DeiT(deit[size]), (x, )),
+                               ('noshare', _PSViT(size, share_attn=no_share), (x, )),
+                               ('preset', _PSViT(size), (x, ))], args.repeats, dev)
+            r_deit, r_noshare, r_ps = g['deit'], g['noshare'], g['preset']
+            row(f'DeiT-{size}', r_deit)
+            row(f'PSViT-{size}, no sharing', r_noshare, r_deit)
+            row(f'PSViT-{size} (preset)', r_ps, r_deit)
+            print(f"  sharing alone (preset vs no sharing): fwd x{r_ps['fwd'] / r_noshare['fwd']:.2f}, "
+                  f"fwd+bwd x{r_ps['both'] / r_noshare['both']:.2f}, saved x{r_ps['saved'] / r_noshare['saved']:.2f}")
+    print('\nsummary: shared / full (goal <= 0.75); pair = (full + map handed on + shared) / (2 x full),'
+          ' i.e. what sharing saves in a network, the map materialisation included:')
+    for (label, unit), (r_full, r_map, r_shared) in results.items():
+        pair = {k: (r_map[k] + r_shared[k]) / (2 * r_full[k]) for k in ('fwd', 'both', 'saved', 'macs')}
+        print(f"  {label:<40s} {unit:<9s} fwd {r_shared['fwd'] / r_full['fwd']:.2f}  "
+              f"fwd+bwd {r_shared['both'] / r_full['both']:.2f}  saved {r_shared['saved'] / r_full['saved']:.2f}  "
+              f"MACs {r_shared['macs'] / r_full['macs']:.2f}   | pair: fwd {pair['fwd']:.2f}  "
+              f"fwd+bwd {pair['both']:.2f}  saved {pair['saved']:.2f}  MACs {pair['macs']:.2f}")
+    return results
+
+
+if __name__ == '__main__':
+    main()
