@@ -3,12 +3,13 @@ of the PSViT presets vs DeiT of the same budget, in one run (not a test; prints 
 
 Layers (one pre-norm block = attention + MLP, and the attention module alone), at two shapes:
 DeiT-Ti's (N = 197 tokens, C = 192, 3 heads) and PSViT-tiny's first stage (N = 785, C = 96,
-3 heads at 224x224). Three variants: ``full`` (fused SDPA, map not kept), ``full+map`` (the
-layer before a sharing one: it materialises softmax(QK^T) to hand it on), ``shared`` (reuses a
-given map: V projection + proj only). Goal: shared <= 0.75x full.
+3 heads at 224x224). Variants: ``full`` (fused SDPA, map not kept), ``full + map handed on``
+(the layer before a sharing one: it materialises softmax(QK^T)), ``shared (map)`` (reuses a
+given map: V projection + proj only), and the ``share_impl='qk'`` pair (q, k handed on; the
+sharing layer recomputes the map inside the fused kernel). Goal: shared <= 0.75x full.
 
 Models: DeiT-Ti/S/B (mmpretrain ``VisionTransformer``), PSViT with the same pooling but no
-sharing (``share_attn`` all 0), and the PSViT presets, at 224x224.
+sharing (``share_attn`` all 0), and the PSViT presets (``share_impl`` 'map' and 'qk'), 224x224.
 
 Time: best-of-``--repeats`` time of forward (no_grad) and of forward + backward, the variants
 of a group timed round-robin. On CPU it is the process's CPU time (default one thread), which
@@ -123,6 +124,17 @@ class _Wrap(nn.Module):
         return self.layer(*args, **self.kwargs)[0]
 
 
+class _QKShared(nn.Module):
+    """A sharing layer fed the previous layer's (q, k) (``share_impl='qk'``)."""
+
+    def __init__(self, layer):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x, q, k):
+        return self.layer(x, (q, k))[0]
+
+
 class _DeiT(nn.Module):
     def __init__(self, arch):
         super().__init__()
@@ -185,14 +197,21 @@ def main(argv=None):
                 full, shared = PSViTBlock(C, h), PSViTBlock(C, h, share=True)
             else:
                 full, shared = FullAttention(C, h), SharedAttention(C, h)
+            with torch.no_grad():
+                qk = tuple(torch.randn(B, h, N, C // h) for _ in range(2))
             g = measure_group([('full', _Wrap(full), (x, )),
-                               ('map', _Wrap(full, return_attn=True), (x, )),
-                               ('shared', _Wrap(shared), (x, amap))], args.repeats, dev)
+                               ('map', _Wrap(full, return_attn='map'), (x, )),
+                               ('shared', _Wrap(shared), (x, amap)),
+                               ('qk', _Wrap(full, return_attn='qk'), (x, )),
+                               ('shared_qk', _QKShared(shared), (x, ) + qk)], args.repeats, dev)
             r_full, r_map, r_shared = g['full'], g['map'], g['shared']
             row(f'{unit}: full (SDPA)', r_full)
             row(f'{unit}: full + map handed on', r_map, r_full)
-            row(f'{unit}: shared', r_shared, r_full)
-            results[(label, unit)] = (r_full, r_map, r_shared)
+            row(f'{unit}: shared (map)', r_shared, r_full)
+            row(f'{unit}: full + (q, k) handed on', g['qk'], r_full)
+            row(f'{unit}: shared (q, k; fused)', g['shared_qk'], r_full)
+            results[(label, unit, 'qk')] = (r_full, g['qk'], g['shared_qk'])
+            results[(label, unit, 'map')] = (r_full, r_map, r_shared)
     if not args.skip_models:
         Bm = args.model_batch_size
         x = torch.randn(Bm, 3, 224, 224)
@@ -202,18 +221,22 @@ def main(argv=None):
             no_share = [0] * len(PSViT.arch_zoo[size]['share_attn'])
             g = measure_group([('deit', _DeiT(deit[size]), (x, )),
                                ('noshare', _PSViT(size, share_attn=no_share), (x, )),
-                               ('preset', _PSViT(size), (x, ))], args.repeats, dev)
+                               ('preset', _PSViT(size), (x, )),
+                               ('preset_qk', _PSViT(size, share_impl='qk'), (x, ))], args.repeats, dev)
             r_deit, r_noshare, r_ps = g['deit'], g['noshare'], g['preset']
             row(f'DeiT-{size}', r_deit)
             row(f'PSViT-{size}, no sharing', r_noshare, r_deit)
-            row(f'PSViT-{size} (preset)', r_ps, r_deit)
-            print(f"  sharing alone (preset vs no sharing): fwd x{r_ps['fwd'] / r_noshare['fwd']:.2f}, "
-                  f"fwd+bwd x{r_ps['both'] / r_noshare['both']:.2f}, saved x{r_ps['saved'] / r_noshare['saved']:.2f}")
-    print('\nsummary: shared / full (goal <= 0.75); pair = (full + map handed on + shared) / (2 x full),'
-          ' i.e. what sharing saves in a network, the map materialisation included:')
-    for (label, unit), (r_full, r_map, r_shared) in results.items():
+            row(f'PSViT-{size} (preset, map)', r_ps, r_deit)
+            row(f"PSViT-{size} (preset, share_impl='qk')", g['preset_qk'], r_deit)
+            for key, label in (('preset', 'map'), ('preset_qk', 'qk')):
+                r = g[key]
+                print(f"  sharing alone ({label} vs no sharing): fwd x{r['fwd'] / r_noshare['fwd']:.2f}, "
+                      f"fwd+bwd x{r['both'] / r_noshare['both']:.2f}, saved x{r['saved'] / r_noshare['saved']:.2f}")
+    print('\nsummary: shared / full (goal <= 0.75); pair = (full handing on + shared) / (2 x full), i.e.'
+          ' what sharing saves in a network, the hand-off included; map / qk = share_impl:')
+    for (label, unit, impl), (r_full, r_map, r_shared) in results.items():
         pair = {k: (r_map[k] + r_shared[k]) / (2 * r_full[k]) for k in ('fwd', 'both', 'saved', 'macs')}
-        print(f"  {label:<40s} {unit:<9s} fwd {r_shared['fwd'] / r_full['fwd']:.2f}  "
+        print(f"  {label:<40s} {unit:<9s} {impl:<3s} fwd {r_shared['fwd'] / r_full['fwd']:.2f}  "
               f"fwd+bwd {r_shared['both'] / r_full['both']:.2f}  saved {r_shared['saved'] / r_full['saved']:.2f}  "
               f"MACs {r_shared['macs'] / r_full['macs']:.2f}   | pair: fwd {pair['fwd']:.2f}  "
               f"fwd+bwd {pair['both']:.2f}  saved {pair['saved']:.2f}  MACs {pair['macs']:.2f}")

@@ -48,7 +48,8 @@ class PSViTBlock(nn.Module):
         return self.attn.shares_attention
 
     def forward(self, x, attn=None, return_attn=False):
-        """x: (B, N, C); attn: previous map (B, h, N, N) for a sharing block -> (x, attn|None)."""
+        """x: (B, N, C); attn: previous map (B, h, N, N) or (q, k) for a sharing block;
+        return_attn: False / True / 'map' / 'qk' (see FullAttention) -> (x, attn | None)."""
         y, attn = self.attn(self.norm1(x), attn, return_attn)
         x = x + self.drop_path(y)
         x = x + self.drop_path(self.mlp(self.norm2(x), None))
@@ -91,6 +92,10 @@ class PSViT(BaseModule):
         drop_rate (float): dropout after the position embedding and the projections.
         attn_drop_rate (float): attention-weight dropout.
         drop_path_rate (float): stochastic depth, linear from 0 over all layers.
+        share_impl (str): how a full layer hands its attention to a sharing one: ``'map'`` (the
+            (B, h, N, N) map; the sharing layer skips q k^T, as the paper counts it) or ``'qk'``
+            (q and k; the sharing layer recomputes the same map inside the fused kernel: more MACs,
+            no N x N tensor, faster where fused attention beats a materialised map). Same outputs.
         frozen_stages (int): freeze patch / position embedding, cls token and the layers (with
             the pooling into them) of stages ``0..frozen_stages - 1`` (0: embeddings only,
             -1: nothing).
@@ -123,7 +128,8 @@ class PSViT(BaseModule):
     def __init__(self, arch='tiny', img_size=224, in_channels=3, pool_after=None, share_attn=None,
                  pool_type=None, pool_dims=None, with_cls_token=True, out_type='cls_token',
                  out_indices=(-1, ), qkv_bias=True, drop_rate=0., attn_drop_rate=0.,
-                 drop_path_rate=0.1, frozen_stages=-1, norm_eval=False, init_cfg=None):
+                 drop_path_rate=0.1, share_impl='map', frozen_stages=-1, norm_eval=False,
+                 init_cfg=None):
         super().__init__(init_cfg=init_cfg)
         s = self._resolve_arch(arch, pool_after=pool_after, share_attn=share_attn,
                                pool_type=pool_type, pool_dims=pool_dims)
@@ -142,6 +148,9 @@ class PSViT(BaseModule):
         if out_type == 'featmap' and s['pool_dims'] == '1d' and self.pool_after:
             raise ValueError('PSViT: 1-D token pooling leaves no 2-D grid; out_type="featmap" '
                              '(dense prediction) needs pool_dims="2d"')
+        if share_impl not in ('map', 'qk'):
+            raise ValueError(f"PSViT: share_impl must be 'map' or 'qk', got {share_impl!r}")
+        self.share_impl = share_impl
         self.out_type, self.with_cls_token = out_type, with_cls_token
         self.num_extra_tokens = int(with_cls_token)
         num_levels = self.num_stages + 1
@@ -315,7 +324,7 @@ class PSViT(BaseModule):
         attn, pool_iter = None, iter(self.pools)
         for l, layer in enumerate(self.layers):
             next_shares = l + 1 < self.depth and self.share_attn[l + 1]
-            x, attn = layer(x, attn, return_attn=next_shares)
+            x, attn = layer(x, attn, return_attn=self.share_impl if next_shares else False)
             if l in self.pool_after or l == self.depth - 1:
                 t = self.stage_of_layer[l]
                 if self.out_type == 'featmap' and t in self.norm_stages:

@@ -118,8 +118,11 @@ class FullAttention(nn.Module):
     """Multi-head self-attention that can hand its attention map to the next layer.
 
     ``out = proj(softmax(q k^T / sqrt(d)) v)`` with timm/DeiT names (``qkv``, ``proj``). Only when
-    the caller asks for the map (``return_attn=True``, i.e. the next layer shares it) is the
-    (B, h, N, N) map materialised; otherwise the fused ``F.scaled_dot_product_attention`` runs.
+    the caller asks for the map (``return_attn=True`` or ``'map'``, i.e. the next layer shares it)
+    is the (B, h, N, N) map materialised; otherwise the fused ``F.scaled_dot_product_attention``
+    runs. ``return_attn='qk'`` hands on ``(q, k)`` instead, from which a :class:`SharedAttention`
+    recomputes the same map inside the fused kernel (no N x N tensor, but the q k^T product is
+    paid again): the faster choice where fused attention beats a materialised map (many tokens).
 
     Args:
         dims (int): channels C.
@@ -143,19 +146,24 @@ class FullAttention(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self, x, attn=None, return_attn=False):
-        """x: (B, N, C) -> (out (B, N, C), attn (B, h, N, N) or None).
+        """x: (B, N, C) -> (out (B, N, C), handed-on attention or None).
 
-        ``attn`` (the previous layer's map) is ignored: a full layer computes its own.
+        Args:
+            attn: ignored (a full layer computes its own map).
+            return_attn (bool | str): False; True / ``'map'``: also return the (B, h, N, N) map;
+                ``'qk'``: also return ``(q, k)``, each (B, h, N, d), q unscaled.
         """
+        if return_attn not in (False, True, 'map', 'qk'):
+            raise ValueError(f"return_attn must be False, True, 'map' or 'qk', got {return_attn!r}")
         B, N, C = x.shape
         h = self.num_heads
         q, k, v = self.qkv(x).view(B, N, 3, h, C // h).permute(2, 0, 3, 1, 4)  # 3 x (B, h, N, d)
         drop = self.attn_drop if self.training else 0.
-        if return_attn:
+        if return_attn in (True, 'map'):
             attn = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)  # (B, h, N, N)
             out = F.dropout(attn, drop, self.training) @ v  # (B, h, N, d)
         else:
-            attn = None
+            attn = (q, k) if return_attn == 'qk' else None
             out = F.scaled_dot_product_attention(q, k, v, dropout_p=drop)
         out = self.proj_drop(self.proj(out.transpose(1, 2).reshape(B, N, C)))
         return out, attn
@@ -166,7 +174,8 @@ class SharedAttention(nn.Module):
 
     Holds only ``v`` (C x C) and ``proj``; no q / k projections and no ``q k^T`` product. The map
     is used raw and per head (PSViT design choice [R]) and handed on unchanged, so a following
-    shared layer reuses the same map.
+    shared layer reuses the same map. Given ``(q, k)`` of the previous layer instead of the map
+    (``FullAttention(return_attn='qk')``), the same map is recomputed inside the fused kernel.
 
     Args:
         dims (int): channels C.
@@ -189,17 +198,26 @@ class SharedAttention(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self, x, attn=None, return_attn=False):
-        """x: (B, N, C), attn: (B, h, N, N) -> (out (B, N, C), attn handed on or None)."""
+        """x: (B, N, C), attn: the previous layer's (B, h, N, N) map or its ``(q, k)``
+        -> (out (B, N, C), attn handed on unchanged, or None)."""
         B, N, C = x.shape
         h = self.num_heads
         if attn is None:
             raise ValueError('SharedAttention needs the previous layer\'s attention map: the layer '
                              'before it must be called with return_attn=True')
-        if attn.shape != (B, h, N, N):
-            raise ValueError(f'shared attention map must have shape {(B, h, N, N)} (B, h, N, N), '
-                             f'got {tuple(attn.shape)}')
         v = self.v(x).view(B, N, h, C // h).transpose(1, 2)  # (B, h, N, d)
-        out = F.dropout(attn, self.attn_drop, self.training) @ v  # (B, h, N, d)
+        drop = self.attn_drop if self.training else 0.
+        if isinstance(attn, (tuple, list)):
+            q, k = attn
+            if q.shape != v.shape or k.shape != v.shape:
+                raise ValueError(f'shared (q, k) must each have shape {tuple(v.shape)} (B, h, N, d), '
+                                 f'got {tuple(q.shape)}, {tuple(k.shape)}')
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=drop)  # (B, h, N, d)
+        else:
+            if attn.shape != (B, h, N, N):
+                raise ValueError(f'shared attention map must have shape {(B, h, N, N)} (B, h, N, N), '
+                                 f'got {tuple(attn.shape)}')
+            out = F.dropout(attn, drop, self.training) @ v  # (B, h, N, d)
         out = self.proj_drop(self.proj(out.transpose(1, 2).reshape(B, N, C)))
         return out, (attn if return_attn else None)
 

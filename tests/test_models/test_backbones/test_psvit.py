@@ -83,7 +83,19 @@ def test_map_is_only_materialised_for_sharing_layers(monkeypatch):
     model = PSViT(_tiny_arch(share_attn=[0, 1, 0, 0, 0, 1]), img_size=32).eval()
     model(torch.randn(1, 3, 32, 32))
     # full layers 0, 2, 3, 4: only 0 and 4 are followed by a sharing layer
-    assert calls == [True, False, False, True]
+    assert calls == ['map', False, False, 'map']
+
+
+def test_qk_handoff_gives_the_same_network():
+    torch.manual_seed(0)
+    a = PSViT('tiny', out_type='featmap', out_indices=(0, 1, 2, 3)).eval()
+    b = PSViT('tiny', out_type='featmap', out_indices=(0, 1, 2, 3), share_impl='qk').eval()
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(1, 3, 64, 64)
+    for u, v in zip(a(x), b(x)):
+        torch.testing.assert_close(u, v, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="share_impl must be 'map' or 'qk'"):
+        PSViT('tiny', share_impl='kv')
 
 
 def test_invalid_sharing_rejected_at_construction():

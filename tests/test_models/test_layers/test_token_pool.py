@@ -112,6 +112,15 @@ def test_shared_layer_equals_attention_with_previous_map():
     torch.testing.assert_close(out2, ref)
     assert handed_on is attn  # raw reuse: a following shared layer gets the same map
     assert shared(x2, attn)[1] is None
+    # 'qk' hand-off: the previous layer passes (q, k); the map is recomputed in the fused kernel
+    out1_qk, qk = full(x1, return_attn='qk')
+    torch.testing.assert_close(out1_qk, out1)
+    assert isinstance(qk, tuple) and qk[0].shape == (B, h, N, d)
+    out2_qk, handed_qk = shared(x2, qk, return_attn=True)
+    torch.testing.assert_close(out2_qk, ref)
+    assert handed_qk is qk
+    with pytest.raises(ValueError, match="return_attn must be"):
+        full(x1, return_attn='kv')
 
 
 def test_shared_layer_has_only_v_and_proj():
