@@ -214,26 +214,24 @@ class PaCaViT(BaseModule):
         self._is_init = True
 
     # ------------------------------------------------------------------ forward
-    def forward(self, x, return_clusters=False):
-        """x: (B, 3, H, W) -> tuple of (B, C_i, H_i, W_i) for the ``out_indices`` stages.
-
-        Args:
-            return_clusters (bool): also return the per-stage assignments, a list of
-                (B, M_i, H_i, W_i) maps (None for M_i = 0), for visualisation.
-        """
+    def _run(self, x, return_attn=False):
+        """-> (outs of out_indices, per-stage z maps, per-stage per-block attention or None)."""
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f'PaCaViT expects images of shape (B, {self.in_channels}, H, W), '
                              f'got {tuple(x.shape)}')
         B = x.shape[0]
         x = self.patch_embed(x)  # (B, C0, H/4, W/4)
         teacher = self.paca_teacher(x) if self.paca_teacher is not None else None
-        outs, clusters = [], []
+        outs, clusters, attns = [], [], []
         for i in range(4):
             h, w = x.shape[-2:]
             x = x.flatten(2).transpose(1, 2)  # (B, N, C)
             z = teacher['clusters'][i] if teacher is not None else None
+            stage_attn = []
             for blk in getattr(self, f'stage{i + 1}'):
-                x, z = blk(x, (h, w), z)
+                x, z, *attn = blk(x, (h, w), z, return_attn=return_attn)
+                stage_attn += attn
+            attns.append(stage_attn)
             if teacher is not None:
                 x = x + teacher['feats'][i].flatten(2).transpose(1, 2)
             x = getattr(self, f'norm{i + 1}')(x)
@@ -243,7 +241,17 @@ class PaCaViT(BaseModule):
             clusters.append(z.reshape(B, -1, h, w) if z is not None else None)
             if i < 3:
                 x = getattr(self, f'transition{i + 1}')(x)
-        return (tuple(outs), clusters) if return_clusters else tuple(outs)
+        return tuple(outs), clusters, (attns if return_attn else None)
+
+    def forward(self, x, return_clusters=False):
+        """x: (B, 3, H, W) -> tuple of (B, C_i, H_i, W_i) for the ``out_indices`` stages.
+
+        Args:
+            return_clusters (bool): also return the per-stage assignments, a list of
+                (B, M_i, H_i, W_i) maps (None for M_i = 0), for visualisation.
+        """
+        outs, clusters, _ = self._run(x)
+        return (outs, clusters) if return_clusters else outs
 
     def forward_attention_maps(self, x):
         """Per-block patch-to-cluster attention for visualisation (not used in training).
@@ -251,25 +259,7 @@ class PaCaViT(BaseModule):
         Returns:
             list[list[Tensor]]: per stage, per block, (B, h, N_i, M_i) attention weights.
         """
-        B = x.shape[0]
-        x = self.patch_embed(x)
-        teacher = self.paca_teacher(x) if self.paca_teacher is not None else None
-        maps = []
-        for i in range(4):
-            h, w = x.shape[-2:]
-            x = x.flatten(2).transpose(1, 2)
-            z = teacher['clusters'][i] if teacher is not None else None
-            stage = []
-            for blk in getattr(self, f'stage{i + 1}'):
-                x, z, attn = blk(x, (h, w), z, return_attn=True)
-                stage.append(attn)
-            maps.append(stage)
-            if teacher is not None:
-                x = x + teacher['feats'][i].flatten(2).transpose(1, 2)
-            x = getattr(self, f'norm{i + 1}')(x).transpose(1, 2).reshape(B, -1, h, w)
-            if i < 3:
-                x = getattr(self, f'transition{i + 1}')(x)
-        return maps
+        return self._run(x, return_attn=True)[2]
 
     # ------------------------------------------------------------------ training modes
     def _freeze_stages(self):
