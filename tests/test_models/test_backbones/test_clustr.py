@@ -73,7 +73,8 @@ def test_structure_follows_reference():
     assert m.block3[0].attn.num_heads == 5 and m.block1[0].mlp.fc1.out_features == 64 * 8
     assert m.patch_embed1.proj.kernel_size == (7, 7) and m.patch_embed1.proj.stride == (4, 4)
     assert m.block1[0].mlp.dwconv.shortcut  # act(x + dwconv(x))
-    dpr = [blk.drop_path.drop_prob for i in range(1, 5) for blk in getattr(ClusTR('b1', drop_path_rate=.3), f'block{i}')]
+    deep = ClusTR('b1', drop_path_rate=.3)
+    dpr = [blk.drop_path.drop_prob for i in range(1, 5) for blk in getattr(deep, f'block{i}')]
     assert dpr[0] == 0 and abs(dpr[-1] - .3) < 1e-6
 
 
@@ -105,7 +106,8 @@ def test_bad_arch_and_bad_sizes():
         ClusTR('b4')
     with pytest.raises(ValueError, match='4 entries'):
         ClusTR(dict(embed_dims=[64, 128, 256], depths=[1, 1, 1], num_heads=[1, 2, 4]))
-    with pytest.raises(ValueError, match=r'ClusTR stage 1 \(input 16x16, token grid 4x4\): N=16 tokens give M=0'):
+    with pytest.raises(ValueError,
+                       match=r'ClusTR stage 1 \(input 16x16, token grid 4x4\): N=16 tokens give M=0'):
         ClusTR('b1')(torch.randn(1, 3, 16, 16))
     with pytest.raises(ValueError, match=r'ClusTR stage 1 \(input 64x64.*N=256 tokens give M=1600'):
         ClusTR('b1', cluster_scales=(1, 400))(torch.randn(1, 3, 64, 64))
