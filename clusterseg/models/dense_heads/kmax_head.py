@@ -109,7 +109,9 @@ class KMaXPanopticHead(BaseModule):
         B, K, h, w = mask_logits.shape
         N = h * w
         device = mask_logits.device
-        stride = max(1, round(input_shape[0] / h))
+        # the stride of the mask logits: 4 for 1281 -> 321 (odd sizes keep the first and last pixel),
+        # 128 -> 32 and 1280 -> 320 alike; (H - 1) / (h - 1) is exact where H / h is not
+        stride = max(1, round((input_shape[0] - 1) / max(h - 1, 1)))
         t = dict(target_masks=torch.zeros(B, K, N, device=device),
                  target_labels=torch.full((B, K), self.num_classes, dtype=torch.long, device=device),
                  matched=torch.zeros(B, K, dtype=torch.bool, device=device),

@@ -232,3 +232,52 @@ def test_semantic_head_shapes_loss_and_iou_metric(synthetic_root):
     with pytest.raises(ValueError, match='fixed input size'):
         model.decode_head.predict(model.extract_feat(torch.zeros(1, 3, 160, 128)),
                                   [dict(img_shape=(160, 128), pad_shape=(160, 128))])
+
+
+def test_targets_strided_slicing_void_and_shared_matching():
+    """GT is subsampled by [::4, ::4] (not interpolation); one matching per image serves all outputs."""
+    torch.manual_seed(0)
+    model, _ = build_model(PAN_SYN)
+    head = model.panoptic_head
+    K, C = head.num_queries, head.num_classes
+    H = W = 13  # odd, like 1281: the stride-4 map is ceil(13 / 4) = 4
+    gen = torch.Generator().manual_seed(0)
+    owner = torch.randint(0, 4, (H, W), generator=gen)  # 3 = void
+    masks = torch.stack([owner == m for m in range(3)])
+    labels = torch.tensor([0, 2, 7])
+    final = dict(class_logits=torch.randn(1, K, C + 1), mask_logits=torch.randn(1, K, 4, 4),
+                 pixel_feature=torch.nn.functional.normalize(torch.randn(1, 8, 4, 4), dim=1))
+    t = head.get_targets(final, [(labels, masks)], (H, W))
+    sub = owner[::4, ::4].flatten()
+    query, _, _ = head.assigner.assign(final['class_logits'][0], final['mask_logits'][0].flatten(1), labels,
+                                       torch.stack([(sub == m).float() for m in range(3)]), sub == 3)
+    for m in range(3):
+        assert torch.equal(t['target_masks'][0, query[m]], (sub == m).float())
+        assert t['target_labels'][0, query[m]] == labels[m] and t['matched'][0, query[m]]
+    assert int(t['matched'].sum()) == 3 and (t['target_labels'][0][~t['matched'][0]] == C).all()
+    assert torch.equal(t['void'][0], sub == 3)
+    area = torch.stack([(sub == m).sum() for m in range(3)]).float()
+    for n in range(16):
+        expected = 0. if sub[n] == 3 else 16. / area[sub[n]]
+        assert abs(t['inverse_area'][0, n].item() - float(expected)) < 1e-5
+
+    calls = []
+    assign = head.assigner.assign
+    head.assigner.assign = lambda *a, **k: calls.append(1) or assign(*a, **k)
+    outputs = dict(final=final, aux=[dict(final), dict(final)], sem_logits=None)
+    losses = head.loss_by_outputs(outputs, [(labels, masks)], (H, W))
+    assert len(calls) == 1 and 'd1.loss_dice' in losses
+    # same prediction, same (shared) targets and pixel sample -> identical per-output losses
+    torch.testing.assert_close(losses['d0.loss_insdis'], losses['loss_insdis'])
+    torch.testing.assert_close(losses['d1.loss_cls'], losses['loss_cls'])
+
+
+def test_detector_semantic_output(synthetic_root):
+    model, cfg = build_model(PAN_SYN)
+    model.eval()
+    model.panoptic_fusion_head.test_cfg = dict(model.panoptic_fusion_head.test_cfg, semantic_on=True)
+    _, data = _panoptic_batch(model, cfg, synthetic_root, 'val', n=1)
+    with torch.no_grad():
+        out = model.predict(data['inputs'], data['data_samples'])[0]
+    assert out.pred_sem_seg.sem_seg.shape[-2:] == tuple(out.ori_shape)
+    assert int(out.pred_sem_seg.sem_seg.max()) < 9
