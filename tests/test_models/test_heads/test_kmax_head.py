@@ -164,24 +164,29 @@ def test_fusion_head_mask_wise_merging_by_hand():
     cls = torch.full((4, 5), -10.)
     cls[0, 0], cls[1, 3], cls[2, 1], cls[2, -1], cls[3, 3] = 10., 10., 10., 10., 10.  # cluster 2: 0.5 prob
     pan = head.panoptic_postprocess(cls, mask).sem_seg[0]
-    # cluster 3 (ranked by prob x mask score) pastes row 3 first; cluster 0 then keeps 9/12 > 0.8? no
-    probs = mask.softmax(0)
-    binary = probs > 0.4
-    expected = torch.full((H, W), 4, dtype=torch.int32)
-    order = sorted(range(4), key=lambda k: -(cls[k].softmax(-1)[:-1].max() * probs[k][binary[k]].mean()).item())
-    inst = 1
-    for k in order:
-        p, label = cls[k].softmax(-1)[:-1].max(0)
-        thing = label < 2
-        if p <= (0.7 if thing else 0.5):
-            continue
-        new = binary[k] & (expected == 4)
-        if new.sum() <= 0.8 * binary[k].sum():
-            continue
-        expected[new] = label + inst * 1000 if thing else label
-        inst += int(thing)
+    # by hand: softmax over clusters > 0.4 gives cluster 0 = cols 0-2 minus (rows 0-1, col 2) minus row 3
+    # (7 px), cluster 1 = cols 3-5 minus (rows 0-1, col 3) minus row 3 (7 px), cluster 2 = rows 0-1 x
+    # cols 2-3 (4 px), cluster 3 = row 3 (6 px). Cluster 2's class prob is 0.5 < 0.7: dropped (its pixels
+    # stay void = 4). Cluster 3 (highest mask score) pastes row 3 as stuff 3; clusters 0 and 1 find all
+    # their pixels free: thing 0 gets id 0 + 1 * 1000, stuff cluster 1 merges into stuff id 3.
+    expected = torch.tensor([[1000, 1000, 4, 4, 3, 3],
+                             [1000, 1000, 4, 4, 3, 3],
+                             [1000, 1000, 1000, 3, 3, 3],
+                             [3, 3, 3, 3, 3, 3]], dtype=torch.int32)
     assert torch.equal(pan, expected)
-    assert (pan == 3).sum() > 0 and not (pan == 1 + 1000).any()  # stuff merged, unconfident thing dropped
+    # with a thing threshold below 0.5, cluster 2 (ranked last, its 4 px still free) is the second thing
+    head.test_cfg['class_threshold_thing'] = 0.4
+    pan = head.panoptic_postprocess(cls, mask).sem_seg[0]
+    assert torch.equal(pan, torch.where(expected == 4, torch.full_like(expected, 1 + 2 * 1000), expected))
+    # overlap rule: cluster 3 ties cluster 0 on rows 0-2 x cols 0-1 (both 0.5 > 0.4), so both binary masks
+    # hold those 6 px; cluster 3 (mask score (6 + 6 * 0.5) / 12) ranks before cluster 0 ((6 * 0.5 + 1) / 7)
+    # and takes them, leaving cluster 0 one free pixel of 7 (<= 0.8): cluster 0 is dropped, (2, 2) stays void
+    head.test_cfg['class_threshold_thing'] = 0.7
+    mask[3, :3, :2] = 10.
+    pan = head.panoptic_postprocess(cls, mask).sem_seg[0]
+    expected2 = torch.where(expected == 1000, torch.full_like(expected, 3), expected)
+    expected2[2, 2] = 4
+    assert torch.equal(pan, expected2)
     ins = head.instance_postprocess(cls, mask)
     assert ins.masks.shape[1:] == (H, W) and set(ins.labels.tolist()) <= {0, 1}
     sem = head.semantic_postprocess(cls, mask)
