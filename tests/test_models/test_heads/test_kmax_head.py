@@ -159,7 +159,7 @@ def test_fusion_head_mask_wise_merging_by_hand():
     mask = torch.full((4, H, W), -10.)
     mask[0, :, :3] = 10.  # thing (class 0), confident
     mask[1, :, 3:] = 10.  # stuff (class 3)
-    mask[2, :2, 2:4] = 12.  # thing (class 1) overlapping both, ranked first but not confident enough
+    mask[2, :2, 2:4] = 12.  # thing (class 1) over both, not confident enough (class prob 0.5)
     mask[3, 3:, :] = 11.  # stuff (class 3) again: merged into one id with cluster 1
     cls = torch.full((4, 5), -10.)
     cls[0, 0], cls[1, 3], cls[2, 1], cls[2, -1], cls[3, 3] = 10., 10., 10., 10., 10.  # cluster 2: 0.5 prob
