@@ -1,6 +1,6 @@
 """Backbones (one file each, arch presets as a class-level ``arch_zoo``)."""
-from .clustr import ClusTR  # noqa: F401
+from .clustr import ClusTR
 from .pacavit import PaCaViT
-from .psvit import PSViT  # noqa: F401
+from .psvit import PSViT
 
-__all__ = ['PaCaViT']
+__all__ = ['ClusTR', 'PaCaViT', 'PSViT']

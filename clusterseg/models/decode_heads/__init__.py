@@ -1,5 +1,5 @@
 """mmseg decode heads."""
+from .kmax_seg_head import KMaXSegHead
 from .paca_head import PaCaHead
 
-__all__ = ['PaCaHead']
-from .kmax_seg_head import KMaXSegHead  # noqa: F401,E402
+__all__ = ['KMaXSegHead', 'PaCaHead']
