@@ -48,11 +48,12 @@ def test_config_builds(path):
     assert cfg.get('train_dataloader') and cfg.get('test_evaluator') is not None
     if 'synthetic' not in osp.basename(path):
         return
-    x = torch.rand(1, 3, 64, 64)
+    size = tuple(cfg.model.get('data_preprocessor', {}).get('size') or (64, 64))  # fixed-size models
+    x = torch.rand(1, 3, *size)
     with torch.no_grad():
         if cfg.default_scope == 'mmseg':
-            out = model._forward(x)
-            assert out.shape[1] == cfg.model.decode_head.num_classes
+            out = model.encode_decode(x, [dict(img_shape=size, pad_shape=size, ori_shape=size)])
+            assert out.shape[:2] == (1, cfg.model.decode_head.num_classes)
         elif cfg.default_scope == 'mmpretrain':
             out = model.head(model.extract_feat(x)) if model.with_head else model.extract_feat(x)
             assert out.shape[-1] == cfg.model.head.num_classes

@@ -36,7 +36,9 @@ def parse_args(argv=None):
     parser.add_argument('--out', help='a .pkl file for the raw predictions; for mmseg configs a '
                                       'directory also works (predicted label maps as PNG)')
     parser.add_argument('--show', action='store_true', help='show predictions in a window')
-    parser.add_argument('--show-dir', help='directory where painted predictions are saved')
+    parser.add_argument('--show-dir', help='directory where painted predictions are saved; a relative '
+                                           'path is placed under the work dir (mmdet: under '
+                                           'WORK_DIR/TIMESTAMP)')
     parser.add_argument('--wait-time', type=float, default=2, help='interval of --show (s)')
     parser.add_argument('--tta', action='store_true', help='test-time augmentation (tta_model '
                                                            'and tta_pipeline of the config)')

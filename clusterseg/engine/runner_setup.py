@@ -160,6 +160,12 @@ def enable_visualization(cfg, show_dir, show=False, wait_time=2.0):
         raise SystemExit('--show/--show-dir need a `visualization` hook in default_hooks')
     hook = hooks['visualization']
     scope = scope_of(cfg)
+    # mmdet puts a relative --show-dir under WORK_DIR/TIMESTAMP; mmseg and mmpretrain would put it
+    # under the current directory: we put theirs under the work dir too
+    if show_dir and scope != 'mmdet' and not osp.isabs(show_dir):
+        show_dir = osp.join(cfg.work_dir, show_dir)
+    if scope != 'mmdet':
+        hook.interval = 1  # paint every test image (mmdet's hook always does in test)
     if scope == 'mmpretrain':
         hook.enable = True
         hook.out_dir = show_dir

@@ -24,7 +24,7 @@ import glob, json, os, sys
 work_dir, ckpt = sys.argv[1:3]
 metrics = json.load(open(os.path.join(work_dir, 'test_metrics.json')))
 runs = sorted(d for d in glob.glob(os.path.join(work_dir, '*')) if os.path.isdir(d))
-vis = sorted(glob.glob(os.path.join(work_dir, '*', 'vis', '**', '*.png'), recursive=True))
+vis = sorted(glob.glob(os.path.join(work_dir, 'vis', '**', '*.png'), recursive=True))
 print('=' * 70)
 print(f"mIoU on the synthetic validation set: {metrics['mIoU']:.2f}")
 print(f'logs and metrics : {work_dir} (latest run: {runs[-1] if runs else "-"})')
