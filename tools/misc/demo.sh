@@ -23,7 +23,7 @@ step "testing $CKPT"
 import glob, json, os, sys
 work_dir, ckpt = sys.argv[1:3]
 metrics = json.load(open(os.path.join(work_dir, 'test_metrics.json')))
-runs = sorted(d for d in glob.glob(os.path.join(work_dir, '*')) if os.path.isdir(d))
+runs = sorted(glob.glob(os.path.join(work_dir, '[0-9]' * 8 + '_' + '[0-9]' * 6)))  # timestamped runs
 vis = sorted(glob.glob(os.path.join(work_dir, 'vis', '**', '*.png'), recursive=True))
 print('=' * 70)
 print(f"mIoU on the synthetic validation set: {metrics['mIoU']:.2f}")
