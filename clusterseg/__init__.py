@@ -11,8 +11,10 @@ from clusterseg.utils.checkpoint import install_safe_globals  # noqa: E402
 install_safe_globals()
 
 # a run killed while saving must never leave a half-written checkpoint behind
-from clusterseg.engine.hooks import install_atomic_local_writes  # noqa: E402
+from clusterseg.engine.hooks import (install_atomic_last_checkpoint,  # noqa: E402
+                                     install_atomic_local_writes)
 
 install_atomic_local_writes()
+install_atomic_last_checkpoint()
 
 __all__ = ['__version__', 'version_info']

@@ -77,3 +77,56 @@ def install_atomic_local_writes():
 
     put._clusterseg_atomic = True
     backend.put = put
+
+
+class _AtomicTextWriter:
+    """A text file opened for writing that appears at its path only once complete."""
+
+    def __init__(self, path, encoding=None):
+        self.path = str(path)
+        self.tmp = f'{self.path}.tmp-{os.getpid()}'
+        self.f = open(self.tmp, 'w', encoding=encoding)
+
+    def write(self, text):
+        return self.f.write(text)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            if exc_type is None:
+                self.f.flush()
+                os.fsync(self.f.fileno())
+                self.f.close()
+                os.replace(self.tmp, self.path)
+        finally:
+            if not self.f.closed:
+                self.f.close()
+            if os.path.exists(self.tmp):
+                os.remove(self.tmp)
+        return False
+
+
+def install_atomic_last_checkpoint():
+    """Write the ``last_checkpoint`` pointer (what ``--resume`` reads) atomically.
+
+    mmengine's ``CheckpointHook`` writes ``WORK_DIR/last_checkpoint`` with a plain ``open(..., 'w')``
+    right after each checkpoint; a kill in between would leave it empty or truncated, and
+    ``--resume`` would then load a wrong path. The pointer is only written after its checkpoint
+    was renamed into place (see :func:`install_atomic_local_writes`), so with this it always names
+    a complete checkpoint. Idempotent.
+    """
+    import builtins
+
+    from mmengine.hooks import checkpoint_hook
+    if getattr(getattr(checkpoint_hook, 'open', None), '_clusterseg_atomic', False):
+        return
+
+    def _open(file, mode='r', *args, **kwargs):
+        if os.path.basename(str(file)) == 'last_checkpoint' and mode == 'w':
+            return _AtomicTextWriter(file, encoding=kwargs.get('encoding'))
+        return builtins.open(file, mode, *args, **kwargs)
+
+    _open._clusterseg_atomic = True
+    checkpoint_hook.open = _open  # module global: shadows the builtin for that module only
