@@ -8,19 +8,15 @@ Module names follow the reference (``patch_embed{i}``, ``block{i}``, ``norm{i}``
 ``attn.kv1/kv2``, ``attn.weight_layer``, ``mlp.fc1/dwconv/fc2``).
 """
 import copy
-import re
 
 import torch
 import torch.nn as nn
-from mmengine.logging import print_log
-from mmengine.model import BaseModule
-from mmengine.model.weight_init import trunc_normal_
 
+from clusterseg.models.backbones.base import PyramidBackbone
 from clusterseg.models.layers import ConvDownsample, DropPath, MixFFN
 from clusterseg.models.layers.dpc_cluster import (DEFAULT_MAX_BLOCK_ELEMS, ClusteredKVAttention,
                                                   cluster_counts)
 from clusterseg.registry import MODELS
-from clusterseg.utils.state_dict import check_state_dict_fits, load_pretrained_state_dict
 
 
 class ClusTRBlock(nn.Module):
@@ -49,7 +45,7 @@ class ClusTRBlock(nn.Module):
 
 
 @MODELS.register_module()
-class ClusTR(BaseModule):
+class ClusTR(PyramidBackbone):
     """ClusTR: vision transformer with clustered key/value attention.
 
     Paper: "ClusTR: Exploring Efficient Self-attention via Clustering for Vision Transformers",
@@ -144,34 +140,6 @@ class ClusTR(BaseModule):
                 raise ValueError(f'ClusTR: {key} must have 4 entries (one per stage), got {s[key]}')
         return s
 
-    # ------------------------------------------------------------------ weights
-    def init_weights(self):
-        """Reference init (trunc-normal linears, fan-out normal convs), then the pretrained
-        weights of ``init_cfg`` if given, checked key by key."""
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                trunc_normal_(m.weight, std=.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, (nn.LayerNorm, nn.BatchNorm2d)):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Conv2d):
-                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
-                nn.init.normal_(m.weight, 0, (2.0 / fan_out)**0.5)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-        if self.init_cfg is not None and self.init_cfg.get('type') == 'Pretrained':
-            state = load_pretrained_state_dict(
-                self.init_cfg['checkpoint'], prefix=self.init_cfg.get('prefix', None))
-            state = {k: v for k, v in state.items() if not re.match(r'head\.', k)}
-            check_state_dict_fits(self.state_dict(), state,
-                                  name=f"{self.init_cfg['checkpoint']} -> ClusTR")
-            self.load_state_dict(state, strict=False)
-            print_log(f"ClusTR: loaded {len(state)} tensors from {self.init_cfg['checkpoint']}",
-                      logger='current')
-        self._is_init = True
-
     # ------------------------------------------------------------------ forward
     def forward(self, x, return_clusters=False):
         """x: (B, 3, H, W) -> tuple of (B, C_i, H_i, W_i) for the ``out_indices`` stages.
@@ -207,23 +175,11 @@ class ClusTR(BaseModule):
         return (tuple(outs), clusters) if return_clusters else tuple(outs)
 
     # ------------------------------------------------------------------ training modes
-    def _freeze_stages(self):
-        if self.frozen_stages < 0:
-            return
+    def frozen_modules(self):
+        """frozen_stages=k freezes the first patch embedding and stages 1..k (embedding, blocks,
+        norm); k=0: the first patch embedding only."""
         frozen = [self.patch_embed1]
         for i in range(1, self.frozen_stages + 1):
             frozen += [getattr(self, f'patch_embed{i}'), getattr(self, f'block{i}'),
                        getattr(self, f'norm{i}')]
-        for m in frozen:
-            m.eval()
-            for p in m.parameters():
-                p.requires_grad = False
-
-    def train(self, mode=True):
-        super().train(mode)
-        self._freeze_stages()
-        if mode and self.norm_eval:
-            for m in self.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.eval()
-        return self
+        return frozen

@@ -6,19 +6,15 @@ Module names follow the published checkpoints (``patch_embed``, ``stage{i}``, ``
 ``transition{i}``, ``paca_teacher``), so they load without renaming (spec pacavit.md §5).
 """
 import copy
-import re
 
 import torch
 import torch.nn as nn
-from mmengine.logging import print_log
-from mmengine.model import BaseModule
-from mmengine.model.weight_init import trunc_normal_
 
+from clusterseg.models.backbones.base import PyramidBackbone
 from clusterseg.models.layers import ConvDownsample, MixFFN, PaCaAttention
 from clusterseg.models.layers.drop import DropPath
 from clusterseg.models.layers.paca_teacher import PaCaTeacherConvMixer
 from clusterseg.registry import MODELS
-from clusterseg.utils.state_dict import check_state_dict_fits, load_pretrained_state_dict
 
 
 class PaCaBlock(nn.Module):
@@ -47,7 +43,7 @@ class PaCaBlock(nn.Module):
 
 
 @MODELS.register_module()
-class PaCaViT(BaseModule):
+class PaCaViT(PyramidBackbone):
     """PaCa-ViT: patch-to-cluster attention vision transformer.
 
     Paper: "PaCa-ViT: Learning Patch-to-Cluster Attention in Vision Transformers", CVPR 2023.
@@ -180,39 +176,6 @@ class PaCaViT(BaseModule):
         onsite = block == 0 or (every >= 1 and block % every == 0)
         return s['clustering'] if onsite else None
 
-    # ------------------------------------------------------------------ weights
-    def init_weights(self):
-        """Reference init (trunc-normal linears, fan-out normal convs), then the pretrained
-        weights of ``init_cfg`` if given, checked key by key."""
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                trunc_normal_(m.weight, std=.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, (nn.LayerNorm, nn.BatchNorm2d)):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Conv2d):
-                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
-                nn.init.normal_(m.weight, 0, (2.0 / fan_out)**0.5)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-        if self.init_cfg is not None and self.init_cfg.get('type') == 'Pretrained':
-            state = load_pretrained_state_dict(
-                self.init_cfg['checkpoint'], prefix=self.init_cfg.get('prefix', None))
-            state = {k: v for k, v in state.items() if not k.startswith('head.')}
-            ignore = [re.compile(p) for p in self.pretrained_ignore_keys]
-            state = {k: v for k, v in state.items() if not any(p.search(k) for p in ignore)}
-            own = self.state_dict()
-            skip_missing = [k for k in own if any(p.search(k) for p in ignore)]
-            check_state_dict_fits(own, state, name=f"{self.init_cfg['checkpoint']} -> PaCaViT",
-                                  allowed_missing=skip_missing)
-            self.load_state_dict(state, strict=False)
-            print_log(f"PaCaViT: loaded {len(state)} tensors from {self.init_cfg['checkpoint']}"
-                      + (f'; re-initialised {len(skip_missing)} ignored keys' if skip_missing else ''),
-                      logger='current')
-        self._is_init = True
-
     # ------------------------------------------------------------------ forward
     def _run(self, x, return_attn=False):
         """-> (outs of out_indices, per-stage z maps, per-stage per-block attention or None)."""
@@ -262,11 +225,9 @@ class PaCaViT(BaseModule):
         return self._run(x, return_attn=True)[2]
 
     # ------------------------------------------------------------------ training modes
-    def _freeze_stages(self):
+    def frozen_modules(self):
         """frozen_stages=k freezes the stem (and teacher) and stages 1..k with their norms and
         the transitions that feed them (mmdet ResNet semantics; k=0: stem only)."""
-        if self.frozen_stages < 0:
-            return
         frozen = [self.patch_embed]
         if self.paca_teacher is not None:
             frozen.append(self.paca_teacher)
@@ -274,16 +235,4 @@ class PaCaViT(BaseModule):
             frozen += [getattr(self, f'stage{i}'), getattr(self, f'norm{i}')]
             if i > 1:
                 frozen.append(getattr(self, f'transition{i - 1}'))
-        for m in frozen:
-            m.eval()
-            for p in m.parameters():
-                p.requires_grad = False
-
-    def train(self, mode=True):
-        super().train(mode)
-        self._freeze_stages()
-        if mode and self.norm_eval:
-            for m in self.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.eval()
-        return self
+        return frozen
