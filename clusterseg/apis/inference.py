@@ -1,0 +1,123 @@
+"""Inference through the OpenMMLab inferencers, for any clusterseg config.
+
+clusterseg configs carry their downstream library as ``default_scope`` (``mmseg``, ``mmdet`` or
+``mmpretrain``), so the stock inferencers of those libraries run them unchanged
+(``MMSegInferencer``, ``DetInferencer``, ``ImageClassificationInferencer``). These helpers only
+pick the right one from the config and give every task the same two calls: predict, and draw the
+prediction.
+"""
+import os.path as osp
+import tempfile
+from typing import Optional, Tuple, Union
+
+import mmcv
+import numpy as np
+from mmengine.config import Config
+from mmengine.registry import DefaultScope
+
+ConfigType = Union[str, Config]
+ImageType = Union[str, np.ndarray]
+
+TASKS = ('seg', 'det', 'panoptic', 'cls')
+
+
+def _as_config(config: ConfigType) -> Config:
+    return Config.fromfile(config) if isinstance(config, str) else config
+
+
+def get_task(config: ConfigType) -> str:
+    """The task of a config: ``'seg'``, ``'det'``, ``'panoptic'`` or ``'cls'``.
+
+    The scope names the library; an mmdet model whose head predicts panoptic maps (a
+    ``panoptic_fusion_head``, or a ``*Panoptic*`` model type) is ``'panoptic'``.
+    """
+    cfg = _as_config(config)
+    scope = cfg.get('default_scope', None)
+    if scope == 'mmseg':
+        return 'seg'
+    if scope == 'mmpretrain':
+        return 'cls'
+    if scope == 'mmdet':
+        model = cfg.model
+        text = str(model.get('type', '')) + str(model.get('panoptic_head', {}).get('type', ''))
+        if 'panoptic_fusion_head' in model or 'Panoptic' in text:
+            return 'panoptic'
+        return 'det'
+    raise ValueError(f'cannot tell the task of a config with default_scope={scope!r}: '
+                     'expected mmseg, mmdet or mmpretrain')
+
+
+def init_inferencer(config: ConfigType, checkpoint: Optional[str] = None, device: str = 'cpu'):
+    """The stock OpenMMLab inferencer for ``config`` (chosen by its scope), with ``checkpoint``."""
+    import clusterseg  # noqa: F401  (safe checkpoint loading, registries)
+    cfg = _as_config(config)
+    task = get_task(cfg)
+    # several libraries in one process: build under the config's own scope, whatever is current
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        return _build_inferencer(task, cfg, checkpoint, device)
+
+
+def _build_inferencer(task, cfg, checkpoint, device):
+    if task == 'seg':
+        from mmseg.apis import MMSegInferencer
+        return MMSegInferencer(cfg, checkpoint, device=device)
+    if task in ('det', 'panoptic'):
+        from mmdet.apis import DetInferencer
+        return DetInferencer(cfg, checkpoint, device=device, show_progress=False)
+    from mmpretrain.apis import ImageClassificationInferencer
+    return ImageClassificationInferencer(cfg, pretrained=checkpoint or False, device=device)
+
+
+def _scope(inferencer) -> str:
+    return type(inferencer).__module__.split('.')[0]
+
+
+def inference_model(inferencer, img: ImageType):
+    """Predict one image (a path, or a BGR array); returns the library's data sample."""
+    scope = _scope(inferencer)
+    with DefaultScope.overwrite_default_scope(scope):
+        return _inference(inferencer, img, scope)
+
+
+def _inference(inferencer, img, scope):
+    if scope == 'mmdet':
+        out = inferencer(img, return_datasamples=True, no_save_pred=True, no_save_vis=True)
+    else:
+        out = inferencer(img, return_datasamples=True)
+    preds = out['predictions'] if isinstance(out, dict) else out
+    return preds[0] if isinstance(preds, (list, tuple)) else preds
+
+
+def draw_prediction(inferencer, img: ImageType, data_sample, score_thr: float = 0.3) -> np.ndarray:
+    """The library's own drawing of ``data_sample`` over ``img``, as an RGB array."""
+    scope = _scope(inferencer)
+    if scope == 'mmseg':
+        vis = inferencer.visualize([img], [data_sample], return_vis=True)
+    elif scope == 'mmdet':
+        vis = inferencer.visualize([img], [data_sample], return_vis=True, no_save_vis=True,
+                                   pred_score_thr=score_thr)
+    else:  # mmpretrain draws only into show_dir
+        with tempfile.TemporaryDirectory() as tmp:
+            vis = inferencer.visualize([img], [data_sample], show_dir=tmp)
+    return np.ascontiguousarray(vis[0])
+
+
+def predict_and_draw(config: ConfigType, checkpoint: Optional[str], img: ImageType,
+                     device: str = 'cpu', out_file: Optional[str] = None,
+                     score_thr: float = 0.3) -> Tuple[object, np.ndarray]:
+    """Predict ``img`` with a config + checkpoint and draw it; optionally write ``out_file``."""
+    inferencer = init_inferencer(config, checkpoint, device)
+    sample = inference_model(inferencer, img)
+    vis = draw_prediction(inferencer, img, sample, score_thr)
+    if out_file:
+        mmcv.imwrite(mmcv.rgb2bgr(vis), out_file)
+    return sample, vis
+
+
+def read_rgb(img: ImageType) -> np.ndarray:
+    """An image path or BGR array as an RGB array."""
+    if isinstance(img, str):
+        if not osp.isfile(img):
+            raise FileNotFoundError(img)
+        img = mmcv.imread(img)
+    return mmcv.bgr2rgb(img)
