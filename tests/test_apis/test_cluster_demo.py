@@ -1,0 +1,71 @@
+"""demo/cluster_demo.py: the learned clusters next to the prediction, one PNG."""
+import pytest
+
+from tests.conftest import REPO, run_tool
+from tests.test_apis.conftest import config_path
+from tests.test_apis.test_image_demo import load_demo
+
+CLUSTR_CLS = 'configs/clustr/clustr-tiny_1xb32-10e_synthetic-imagenet-64px.py'
+
+
+def test_help_has_example():
+    out = run_tool(['demo/cluster_demo.py', '--help']).stdout
+    assert 'example:' in out and '--out-file' in out
+
+
+@pytest.mark.parametrize('task,titles', [
+    ('seg', ['stage 1: 200 clusters', 'stage 3: 200 clusters', 'head: 8 class clusters']),
+    ('det', ['stage 1: 100 clusters', 'stage 3: 100 clusters']),
+])
+def test_cluster_demo_pacavit(inference_files, tmp_path, capsys, task, titles):
+    import mmcv
+    img, ckpts = inference_files
+    out_file = tmp_path / 'clusters.png'
+    load_demo('cluster_demo').main([img, config_path(task), ckpts[task], '--out-file',
+                                    str(out_file), '--height', '64'])
+    out = capsys.readouterr().out
+    assert all(t in out for t in titles)
+    n_panels = 1 + {'seg': 4, 'det': 3}[task]  # the prediction, stages 1-3 (stage 4: M=0), head
+    assert f'prediction and {n_panels - 1} cluster maps' in out
+    drawn = mmcv.imread(str(out_file))
+    # 64 px panels under an 18 px title bar, side by side with 4 px gaps
+    assert drawn.shape == (64 + 18, n_panels * 64 + (n_panels - 1) * 4, 3)
+
+
+def test_cluster_maps_clustr(tmp_path):
+    import torch
+    from mmengine.config import Config
+    from mmengine.registry import MODELS, DefaultScope
+
+    from clusterseg.apis import init_inferencer
+    from clusterseg.visualization import cluster_maps
+    cfg = Config.fromfile(f'{REPO}/{CLUSTR_CLS}')
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        model = MODELS.build(cfg.model)
+    ckpt = str(tmp_path / 'clustr.pth')
+    torch.save({'state_dict': model.state_dict(), 'meta': {}}, ckpt)
+    img = (torch.rand(64, 64, 3) * 255).byte().numpy()
+    maps = cluster_maps(init_inferencer(cfg, ckpt), img)
+    assert [t.split(':')[0] for t, _ in maps] == ['stage 1', 'stage 2', 'stage 3']
+    for _, index in maps:
+        assert index.ndim == 2 and index.min() >= 0
+
+
+def test_cluster_demo_rejects_model_without_clusters(inference_files, tmp_path):
+    img, ckpts = inference_files
+    with pytest.raises(SystemExit, match='exposes no clusters'):
+        load_demo('cluster_demo').main([img, f'{REPO}/configs/demo/segformer_mit-b0_1xb8-300it_'
+                                        'synthetic-ade20k-128x128.py', ckpts['seg'],
+                                        '--out-file', str(tmp_path / 'x.png')])
+
+
+def test_compose_panels_colours_each_cluster():
+    import numpy as np
+
+    from clusterseg.visualization import colour_index_map, compose_panels
+    index = np.array([[0, 1], [2, 1]])
+    rgb = colour_index_map(index, (4, 4))
+    assert rgb.shape == (4, 4, 3)
+    assert (rgb[0, 2] == rgb[2, 2]).all() and (rgb[0, 0] != rgb[0, 2]).any()
+    strip = compose_panels(np.zeros((8, 16, 3), np.uint8), [('a', index)], height=8)
+    assert strip.shape == (8 + 18, 16 + 4 + 16, 3)
