@@ -12,9 +12,11 @@ install_safe_globals()
 
 # a run killed while saving must never leave a half-written checkpoint behind
 from clusterseg.engine.hooks import (install_atomic_last_checkpoint,  # noqa: E402
-                                     install_atomic_local_writes)
+                                     install_atomic_local_writes,
+                                     install_empty_dataset_check)
 
 install_atomic_local_writes()
 install_atomic_last_checkpoint()
+install_empty_dataset_check()
 
 __all__ = ['__version__', 'version_info']

@@ -17,6 +17,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from 
 import clusterseg  # noqa: E402,F401  (version check + safe checkpoint loading)
 from clusterseg.engine import (adapt_to_device, add_result_dump, check_data_roots,  # noqa: E402
                                enable_visualization, explain_unknown_type, scope_of,
+                               add_input_checks, explain_bad_config_key,
                                set_trust_checkpoints, set_work_dir, setup_cpu_distributed)
 from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.dist import is_main_process  # noqa: E402
@@ -75,6 +76,7 @@ def build_cfg(args):
         add_result_dump(cfg, args.out)
     adapt_to_device(cfg)
     check_data_roots(cfg, ('test_dataloader',))
+    add_input_checks(cfg)  # name the file of a corrupt image / bad label; empty datasets
     return cfg
 
 
@@ -89,6 +91,11 @@ def main(argv=None):
         metrics = runner.test()
     except KeyError as e:
         better = explain_unknown_type(e)
+        if better is None:
+            raise
+        raise better from e
+    except TypeError as e:
+        better = explain_bad_config_key(e)
         if better is None:
             raise
         raise better from e

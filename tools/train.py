@@ -14,6 +14,8 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from 
 import clusterseg  # noqa: E402,F401  (version check + safe checkpoint loading)
 from clusterseg.engine import (adapt_to_device, check_data_roots, enable_amp,  # noqa: E402
                                enable_auto_scale_lr, explain_unknown_type, scope_of,
+                               add_distributed_loss_mean, add_input_checks,
+                               explain_bad_config_key,
                                set_trust_checkpoints, set_work_dir, setup_cpu_distributed)
 from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.registry import RUNNERS  # noqa: E402
@@ -68,6 +70,8 @@ def build_cfg(args):
         cfg.resume, cfg.load_from = True, args.resume
     adapt_to_device(cfg)
     check_data_roots(cfg, ('train_dataloader', 'val_dataloader'))
+    add_input_checks(cfg)  # name the file of a corrupt image / bad label; empty datasets
+    add_distributed_loss_mean(cfg)  # log the global batch's loss in multi-process runs
     return cfg
 
 
@@ -80,6 +84,11 @@ def main(argv=None):
         runner.train()
     except KeyError as e:
         better = explain_unknown_type(e)
+        if better is None:
+            raise
+        raise better from e
+    except TypeError as e:
+        better = explain_bad_config_key(e)
         if better is None:
             raise
         raise better from e

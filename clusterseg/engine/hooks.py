@@ -130,3 +130,95 @@ def install_atomic_last_checkpoint():
 
     _open._clusterseg_atomic = True
     checkpoint_hook.open = _open  # module global: shadows the builtin for that module only
+
+
+class EmptyDatasetError(RuntimeError):
+    """A dataset the run is about to use holds no samples."""
+
+
+def _describe_dataset(ds):
+    """``Type(data_root=..., ann_file=..., data_prefix=...)`` for a (possibly wrapped) dataset."""
+    inner = ds
+    while hasattr(inner, 'dataset') and not hasattr(inner, 'data_root'):
+        inner = inner.dataset
+    parts = [f'{k}={getattr(inner, k)!r}' for k in ('data_root', 'ann_file', 'data_prefix')
+             if getattr(inner, k, None)]
+    return f'{type(inner).__name__}({", ".join(parts)})'
+
+
+@HOOKS.register_module()
+class DatasetCheckHook(Hook):
+    """Stop before the run starts when its train / val / test dataset is empty.
+
+    An empty training set otherwise "finishes" an epoch-based run at once, and makes an
+    iteration-based one spin forever re-creating an empty dataloader iterator.
+    """
+
+    priority = 'VERY_HIGH'
+
+    def before_run(self, runner):
+        from mmengine.runner import BaseLoop
+        for name in ('train', 'val', 'test'):
+            loop = getattr(runner, f'_{name}_loop', None)
+            if not isinstance(loop, BaseLoop):
+                continue
+            ds = getattr(loop.dataloader, 'dataset', None)
+            if ds is not None and len(ds) == 0:
+                raise EmptyDatasetError(
+                    f'the {name} dataset is empty: {_describe_dataset(ds)} found no samples '
+                    f'(config key {name}_dataloader.dataset). Check data_root / ann_file / '
+                    'data_prefix and that the files exist in the expected layout '
+                    '(docs/get_started.md, "Datasets").')
+
+
+def install_empty_dataset_check():
+    """Make an mmengine ``BaseDataset`` that found no samples raise :class:`EmptyDatasetError`
+    naming its data_root / ann_file / data_prefix, instead of numpy's "need at least one array
+    to concatenate" from serializing the empty list. Datasets with samples are unaffected.
+    Idempotent."""
+    from mmengine.dataset import BaseDataset
+    orig = BaseDataset._serialize_data
+    if getattr(orig, '_clusterseg_checked', False):
+        return
+
+    def _serialize_data(self):
+        if len(self.data_list) == 0:
+            raise EmptyDatasetError(
+                f'dataset {_describe_dataset(self)} is empty: it found no samples. Check '
+                'data_root / ann_file / data_prefix and that the files exist in the expected '
+                'layout (docs/get_started.md, "Datasets").')
+        return orig(self)
+
+    _serialize_data._clusterseg_checked = True
+    BaseDataset._serialize_data = _serialize_data
+
+
+@HOOKS.register_module()
+class DistributedLossMeanHook(Hook):
+    """Log, in distributed training, each loss averaged over all processes.
+
+    mmengine logs rank 0's own losses, i.e. the loss of its share of the global batch. This hook
+    runs before ``RuntimeInfoHook`` records the outputs and replaces every tensor in them by its
+    mean over the ranks, so the logged loss is that of the whole global batch: the value a
+    single process with the same total batch logs. One small all-reduce per iteration;
+    nothing is done without an initialised process group of more than one process.
+    """
+
+    priority = 'HIGHEST'
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        import torch
+        import torch.distributed as dist
+        if not outputs or not dist.is_available() or not dist.is_initialized():
+            return
+        world = dist.get_world_size()
+        if world == 1:
+            return
+        keys = [k for k, v in outputs.items() if torch.is_tensor(v) and v.numel() == 1]
+        if not keys:
+            return
+        stacked = torch.stack([outputs[k].detach().float().reshape(()) for k in keys])
+        dist.all_reduce(stacked)
+        stacked /= world
+        for k, v in zip(keys, stacked):
+            outputs[k] = v

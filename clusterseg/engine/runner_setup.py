@@ -100,6 +100,21 @@ def adapt_to_device(cfg, logger=print):
         cfg.env_cfg.cudnn_benchmark = False
 
 
+DIST_TIMEOUT_ENV = 'CLUSTERSEG_DIST_TIMEOUT'
+DEFAULT_DIST_TIMEOUT_S = 600
+
+
+def add_distributed_loss_mean(cfg):
+    """Distributed runs log each loss averaged over the processes (the global batch's loss):
+    adds ``clusterseg.DistributedLossMeanHook`` to ``custom_hooks`` unless present."""
+    if cfg.get('launcher', 'none') == 'none':
+        return
+    hooks = list(cfg.get('custom_hooks', None) or [])
+    if not any(isinstance(h, dict) and h.get('type') == 'clusterseg.DistributedLossMeanHook'
+               for h in hooks):
+        cfg.custom_hooks = hooks + [ConfigDict(type='clusterseg.DistributedLossMeanHook')]
+
+
 def setup_cpu_distributed(cfg):
     """Start a gloo process group for ``--launcher pytorch`` when there is no CUDA device.
 
@@ -113,11 +128,17 @@ def setup_cpu_distributed(cfg):
         raise RuntimeError(
             f'--launcher {cfg.launcher} without a CUDA device is not supported; use '
             'tools/dist_train.sh (torchrun, --launcher pytorch) for multi-process CPU runs')
+    import datetime
+
     import torch.distributed as dist
     if not dist.is_initialized():
+        # a collective that waits longer than this (a peer died where the launcher cannot see
+        # it, e.g. on another node) fails with an error instead of hanging forever
+        timeout = float(os.environ.get(DIST_TIMEOUT_ENV, DEFAULT_DIST_TIMEOUT_S))
         dist.init_process_group(
             backend='gloo', rank=int(os.environ['RANK']),
-            world_size=int(os.environ['WORLD_SIZE']))
+            world_size=int(os.environ['WORLD_SIZE']),
+            timeout=datetime.timedelta(seconds=timeout))
     wrapper = cfg.get('model_wrapper_cfg', None) or ConfigDict(type='MMDistributedDataParallel')
     wrapper.setdefault('device_ids', None)
     cfg.model_wrapper_cfg = wrapper
@@ -253,3 +274,118 @@ def explain_unknown_type(err):
         msg += ' Check the spelling; clusterseg modules are named with the prefix, e.g. ' \
                "type='clusterseg.PaCaViT'."
     return UnknownTypeError(msg)
+
+
+_LOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
+
+
+def _seg_num_classes(cfg):
+    model = cfg.get('model', None) or {}
+    head = model.get('decode_head', None)
+    if isinstance(head, dict) and isinstance(head.get('num_classes'), int):
+        return head['num_classes']
+    return None
+
+
+def add_input_checks(cfg):
+    """Put clusterseg's checking transforms into every dataset pipeline of ``cfg`` (in place).
+
+    * ``LoadImageFromFile`` (mmcv's, unprefixed) -> ``clusterseg.LoadImageFromFile``: same
+      arguments and decoding; a truncated, empty or undecodable image raises an error naming
+      the file.
+    * mmseg configs: ``clusterseg.CheckSegLabels`` right after ``LoadAnnotations``, with the
+      decode head's ``num_classes`` and the loss's ignore index (255): a label outside the
+      classes raises naming the annotation file and the value.
+    * ``clusterseg.DatasetCheckHook`` in ``custom_hooks``: an empty dataset stops the run
+      before it starts, naming the dataset's data_root / ann_file.
+
+    Valid data passes through unchanged. Returns the number of transforms replaced or added.
+    """
+    scope = cfg.get('default_scope', None)
+    num_classes = _seg_num_classes(cfg) if scope == 'mmseg' else None
+    changed = 0
+    seen = set()
+    for loader_key in _LOADERS:
+        loader = cfg.get(loader_key, None)
+        if not isinstance(loader, dict):
+            continue
+        for _, ds in _iter_datasets(loader.get('dataset'), f'{loader_key}.dataset'):
+            pipeline = ds.get('pipeline', None)
+            if not isinstance(pipeline, list) or id(pipeline) in seen:
+                continue
+            seen.add(id(pipeline))
+            out = []
+            for i, t in enumerate(pipeline):
+                if isinstance(t, dict) and t.get('type') == 'LoadImageFromFile':
+                    t = ConfigDict(t)
+                    t['type'] = 'clusterseg.LoadImageFromFile'
+                    changed += 1
+                out.append(t)
+                nxt = pipeline[i + 1] if i + 1 < len(pipeline) else None
+                if (num_classes is not None and isinstance(t, dict)
+                        and t.get('type') == 'LoadAnnotations'
+                        and not (isinstance(nxt, dict)
+                                 and nxt.get('type') == 'clusterseg.CheckSegLabels')):
+                    out.append(ConfigDict(type='clusterseg.CheckSegLabels',
+                                          num_classes=num_classes))
+                    changed += 1
+            pipeline[:] = out
+    hooks = cfg.get('custom_hooks', None) or []
+    if not any(isinstance(h, dict) and h.get('type') == 'clusterseg.DatasetCheckHook'
+               for h in hooks):
+        cfg.custom_hooks = list(hooks) + [dict(type='clusterseg.DatasetCheckHook')]
+        changed += 1
+    return changed
+
+
+class ConfigKeyError(TypeError):
+    """A config gives a module a keyword it does not take (printed without repr quoting)."""
+
+    def __str__(self):
+        return str(self.args[0])
+
+
+_BAD_KWARG = re.compile(r"(\w+)\.__init__\(\) got an unexpected keyword argument '(\w+)'")
+
+
+def explain_bad_config_key(err):
+    """Turn ``X.__init__() got an unexpected keyword argument 'k'`` (raised while building a
+    module from a config) into an error naming the key, the module and its file, the closest
+    valid key and the valid keys. Returns ``None`` for other errors."""
+    import difflib
+    import inspect
+    m = _BAD_KWARG.search(str(err))
+    if not m:
+        return None
+    cls_name, key = m.group(1), m.group(2)
+    from mmengine.registry import MODELS, TRANSFORMS
+    import clusterseg.registry as cs_registry
+    for mod in ('clusterseg.models', 'clusterseg.datasets'):
+        try:
+            importlib.import_module(mod)
+        except ImportError:
+            pass
+    candidates = []
+    for root in (cs_registry.MODELS, cs_registry.TRANSFORMS, MODELS, TRANSFORMS):
+        regs = [root] + list(getattr(root, '_children', {}).values())
+        for reg in regs:
+            obj = reg._module_dict.get(cls_name)
+            if obj is not None and obj not in [c for _, c in candidates]:
+                candidates.append((f'{reg.scope}.{cls_name}', obj))
+    if not candidates:
+        return None
+    where, cls = next(((w, c) for w, c in candidates if w.startswith('clusterseg.')),
+                      candidates[0])
+    try:
+        params = [n for n, p in inspect.signature(cls.__init__).parameters.items()
+                  if n != 'self' and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    except (TypeError, ValueError):
+        params = []
+    close = difflib.get_close_matches(key, params, n=1, cutoff=0.6)
+    msg = (f'unknown config key {key!r} for module {where} '
+           f'({inspect.getsourcefile(cls) or cls.__module__}).')
+    if close:
+        msg += f' Did you mean {close[0]!r}?'
+    if params:
+        msg += f' Valid keys: {", ".join(params)}.'
+    return ConfigKeyError(msg)

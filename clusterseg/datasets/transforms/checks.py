@@ -1,0 +1,121 @@
+"""Transforms that fail loudly on bad input files, naming the file.
+
+``tools/train.py`` and ``tools/test.py`` put them into the pipelines of any config (see
+:func:`clusterseg.engine.add_input_checks`); on valid data they change nothing.
+"""
+import mmcv
+import numpy as np
+from mmcv.transforms import LoadImageFromFile as _MMCVLoadImageFromFile
+from mmcv.transforms import BaseTransform
+from mmengine import fileio
+
+from clusterseg.registry import TRANSFORMS
+
+_JPEG_SOI, _JPEG_EOI = b'\xff\xd8', b'\xff\xd9'
+_PNG_SIG, _PNG_IEND = b'\x89PNG\r\n\x1a\n', b'IEND'
+
+
+class CorruptImageError(ValueError):
+    """An image file cannot be decoded, or is truncated."""
+
+
+class SegLabelError(ValueError):
+    """A segmentation annotation holds a label outside ``[0, num_classes)`` and not ignored."""
+
+
+def check_image_bytes(data, path):
+    """Raise :class:`CorruptImageError` naming ``path`` if a JPEG/PNG file is truncated.
+
+    Depending on the build, OpenCV decodes a truncated JPEG with only a warning (the missing
+    part comes back grey), so a cut file could train silently. A JPEG must end with its end-of-image marker (in its
+    last KiB); a PNG must hold its ``IEND`` chunk.
+    """
+    if data[:2] == _JPEG_SOI:
+        if _JPEG_EOI not in data[-1024:]:  # (0xFF is byte-stuffed inside the scan data)
+            raise CorruptImageError(f'truncated JPEG file {path} ({len(data)} bytes, no '
+                                    'end-of-image marker): re-download or remove it')
+    elif data[:8] == _PNG_SIG:
+        if _PNG_IEND not in data[-32:]:
+            raise CorruptImageError(f'truncated PNG file {path} ({len(data)} bytes, no IEND '
+                                    'chunk): re-download or remove it')
+
+
+@TRANSFORMS.register_module()
+class LoadImageFromFile(_MMCVLoadImageFromFile):
+    """mmcv's ``LoadImageFromFile`` (same arguments, same decoding) that raises
+    :class:`CorruptImageError` naming the file when it is empty, truncated or undecodable,
+    instead of a bare assertion (or, for a truncated JPEG, silently grey pixels)."""
+
+    def transform(self, results):
+        filename = results['img_path']
+        try:
+            if self.file_client_args is not None:
+                img_bytes = fileio.FileClient.infer_client(self.file_client_args,
+                                                           filename).get(filename)
+            else:
+                img_bytes = fileio.get(filename, backend_args=self.backend_args)
+        except FileNotFoundError as e:
+            if self.ignore_empty:
+                return None
+            raise FileNotFoundError(f'image file {filename} listed by the dataset does not '
+                                    'exist') from e
+        try:
+            if not img_bytes:
+                raise CorruptImageError(f'empty image file {filename} (0 bytes)')
+            check_image_bytes(img_bytes, filename)
+            img = mmcv.imfrombytes(img_bytes, flag=self.color_type, backend=self.imdecode_backend)
+            if img is None:
+                raise CorruptImageError(f'cannot decode image file {filename} '
+                                        f'({len(img_bytes)} bytes): not an image or corrupted')
+        except Exception as e:
+            if self.ignore_empty:
+                return None
+            if isinstance(e, CorruptImageError):
+                raise
+            raise CorruptImageError(f'cannot decode image file {filename}: {e}') from e
+        if self.to_float32:
+            img = img.astype(np.float32)
+        results['img'] = img
+        results['img_shape'] = img.shape[:2]
+        results['ori_shape'] = img.shape[:2]
+        return results
+
+
+@TRANSFORMS.register_module()
+class CheckSegLabels(BaseTransform):
+    """Check a loaded ``gt_seg_map`` (after ``LoadAnnotations``' ``reduce_zero_label`` and
+    ``label_map``) only holds ``0..num_classes-1`` or ``ignore_index``.
+
+    A larger value would otherwise surface as an index error deep in the loss (or, on a GPU, a
+    device-side assert) without saying which file is wrong.
+
+    Args:
+        num_classes (int): number of classes of the model's head.
+        ignore_index (int): the label that is ignored. Default: 255.
+    """
+
+    def __init__(self, num_classes, ignore_index=255):
+        if int(num_classes) <= 0:
+            raise ValueError(f'CheckSegLabels: num_classes must be > 0, got {num_classes}')
+        self.num_classes = int(num_classes)
+        self.ignore_index = ignore_index
+
+    def transform(self, results):
+        seg = results.get('gt_seg_map', None)
+        if seg is None:
+            return results
+        values = np.unique(seg)
+        bad = values[((values < 0) | (values >= self.num_classes)) & (values != self.ignore_index)]
+        if bad.size:
+            path = results.get('seg_map_path', '<unknown file>')
+            shown = ', '.join(str(int(v)) for v in bad[:10]) + (' ...' if bad.size > 10 else '')
+            raise SegLabelError(
+                f'annotation {path} holds label value(s) {shown} (after reduce_zero_label='
+                f'{results.get("reduce_zero_label", False)} and the label map), outside '
+                f'0..{self.num_classes - 1} (num_classes={self.num_classes}) and not the '
+                f'ignore index {self.ignore_index}')
+        return results
+
+    def __repr__(self):
+        return (f'{self.__class__.__name__}(num_classes={self.num_classes}, '
+                f'ignore_index={self.ignore_index})')
