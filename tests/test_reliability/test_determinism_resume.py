@@ -19,7 +19,7 @@ import torch
 from tests.conftest import REPO, logged_scalars, run_tool
 
 CONFIG = 'configs/demo/resnet18-w16_1xb32-10e_synthetic-imagenet-64px.py'
-EPOCHS, ITERS_PER_EPOCH = 3, 8  # 64 train images, batch 8
+EPOCHS, ITERS_PER_EPOCH = 2, 8  # 64 train images, batch 8
 
 
 def _opts(root):
