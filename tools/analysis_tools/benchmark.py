@@ -7,7 +7,8 @@ every resolution S in ``--sizes`` and batch size B in ``--batch-sizes``. Configs
 (mmseg, mmdet, mmpretrain) mix freely, so the clusterseg models and their OpenMMLab peers (e.g.
 ``configs/demo/segformer_mit-b0_*.py``, stock SegFormer) come out in the same table.
 
-Time: the median of ``--repeat`` calls after ``--warmup`` calls, in ms per batch.
+Time: the best (minimum) of ``--repeat`` calls after ``--warmup`` calls, in ms per batch; the
+minimum is the figure least disturbed by other processes on a shared machine.
 Peak memory: on CUDA, ``torch.cuda.max_memory_allocated`` over the calls (reset per point); on
 CPU, the growth of the process's peak RSS over the built model's. Each config runs in its own
 subprocess with its points in increasing B*S^2, so on CPU each point's peak is its own (a
@@ -135,8 +136,7 @@ def measure(config, sizes, batch_sizes, repeat=5, warmup=1, device='cpu'):
                         torch.cuda.synchronize(device)
                     if i >= warmup:
                         times.append((time.perf_counter() - t0) * 1000)
-            times.sort()
-            row['time_ms'] = times[len(times) // 2]
+            row['time_ms'] = min(times)
             row['peak_mem_mb'] = ((torch.cuda.max_memory_allocated(device) - base) / 2**20 if cuda
                                   else _peak_rss_mb() - base_rss)
         except Exception as e:  # recorded, and the other points still run
