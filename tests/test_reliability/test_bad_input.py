@@ -160,3 +160,20 @@ def test_explain_bad_config_key_passes_other_errors_through():
                     "PaCaViT.__init__() got an unexpected keyword argument 'arhc'")
     msg = str(explain_bad_config_key(err))
     assert "'arhc'" in msg and 'clusterseg.PaCaViT' in msg and "Did you mean 'arch'?" in msg
+
+
+def test_input_size_the_model_cannot_take_names_the_sizes():
+    """The PSViT supernet has fixed-size position embeddings: other sizes say which size works.
+    (ClusTR: tests/test_models/test_backbones/test_clustr.py::test_bad_arch_and_bad_sizes;
+    kMaX: tests/test_models/test_heads/test_kmax_head.py.)"""
+    import torch
+
+    from clusterseg.models.backbones.psvit_supernet import PSViTSearchSpace, PSViTSupernet
+    net = PSViTSupernet([8, 16, 24], [1, 2, 3], 5, num_classes=4, space=PSViTSearchSpace(5, 3),
+                        img_size=32, patch_size=4).eval()
+    arch = ((0, 2), (False, ) * 5)
+    assert net(torch.randn(1, 3, 32, 32), arch).shape == (1, 4)
+    with pytest.raises(ValueError) as e:
+        net(torch.randn(1, 3, 48, 40), arch)
+    msg = str(e.value)
+    assert 'built for 32x32 inputs' in msg and '(1, 3, 48, 40)' in msg and '12x10 tokens' in msg

@@ -208,10 +208,13 @@ class PSViTSupernet(nn.Module):
         pool_after, share = arch
         check_attention_sharing(share, [self.num_heads[t] for t in _stage_of_layers(self.depth, pool_after)],
                                 _stage_of_layers(self.depth, pool_after), pool_after)
+        in_shape = tuple(x.shape)
         x = self.patch_embed(x)  # (B, C0, h, w)
         B, _, h, w = x.shape
         if (h, w) != self.grid:
-            raise ValueError(f'the supernet is built for {self.img_size}px inputs, got {tuple(x.shape)}')
+            raise ValueError(f'the supernet is built for {self.img_size}x{self.img_size} inputs '
+                             f'(a {self.grid[0]}x{self.grid[1]} token grid), got images of shape '
+                             f'{in_shape} ({h}x{w} tokens): resize or crop to {self.img_size}px')
         x = torch.cat([self.cls_token.expand(B, -1, -1), x.flatten(2).transpose(1, 2)], 1) + self.pos_embed
         hw, stage, attn = (h, w), 0, None
         for l in range(self.depth):
