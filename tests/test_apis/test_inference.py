@@ -71,3 +71,16 @@ def test_get_task_rejects_unknown_scope():
     from clusterseg.apis import get_task
     with pytest.raises(ValueError, match='default_scope'):
         get_task(Config(dict(default_scope='mmocr', model=dict(type='X'))))
+
+
+def test_mmseg_inferencer_without_importing_clusterseg(inference_files):
+    """A plain mmseg script: the config's ``clusterseg.`` type prefix imports the package itself."""
+    import sys
+
+    from tests.conftest import run_tool
+    img, ckpts = inference_files
+    code = ('import sys\nfrom mmseg.apis import MMSegInferencer\n'
+            f'inf = MMSegInferencer({config_path("seg")!r}, {ckpts["seg"]!r}, device="cpu")\n'
+            f'print("SHAPE", inf({img!r})["predictions"].shape)\n')
+    out = run_tool([sys.executable, '-c', code]).stdout
+    assert 'SHAPE (128, 128)' in out
