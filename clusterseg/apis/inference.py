@@ -6,7 +6,6 @@ clusterseg configs carry their downstream library as ``default_scope`` (``mmseg`
 pick the right one from the config and give every task the same two calls: predict, and draw the
 prediction.
 """
-import os.path as osp
 import tempfile
 from typing import Optional, Tuple, Union
 
@@ -113,11 +112,3 @@ def predict_and_draw(config: ConfigType, checkpoint: Optional[str], img: ImageTy
         mmcv.imwrite(mmcv.rgb2bgr(vis), out_file)
     return sample, vis
 
-
-def read_rgb(img: ImageType) -> np.ndarray:
-    """An image path or BGR array as an RGB array."""
-    if isinstance(img, str):
-        if not osp.isfile(img):
-            raise FileNotFoundError(img)
-        img = mmcv.imread(img)
-    return mmcv.bgr2rgb(img)
