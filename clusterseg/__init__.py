@@ -10,7 +10,8 @@ from clusterseg.utils.checkpoint import install_safe_globals  # noqa: E402
 
 install_safe_globals()
 
-# a run killed while saving must never leave a half-written checkpoint behind
+# A run killed while saving never leaves a half-written checkpoint or pointer behind, and an
+# empty dataset is an error that names its data root (clusterseg/engine/hooks.py).
 from clusterseg.engine.hooks import (install_atomic_last_checkpoint,  # noqa: E402
                                      install_atomic_local_writes,
                                      install_empty_dataset_check)
