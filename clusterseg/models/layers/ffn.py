@@ -1,5 +1,7 @@
 """Feed-forward blocks shared by the pyramid backbones (PaCa-ViT, ClusTR)."""
+import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 
 class DWConv(nn.Module):
@@ -15,12 +17,20 @@ class DWConv(nn.Module):
         super().__init__()
         self.dwconv = nn.Conv2d(dims, dims, 3, 1, 1, groups=dims, bias=True)
         self.shortcut = shortcut
+        # x + dwconv(x) == a DW conv whose kernel has +1 at its centre: adding the identity to the
+        # (C, 1, 3, 3) kernel instead of the (B, C, H, W) activation saves a full-size add
+        identity = torch.zeros(dims, 1, 3, 3)
+        identity[:, :, 1, 1] = 1.
+        self.register_buffer('identity', identity, persistent=False)
 
     def forward(self, x, hw_shape):
         B, N, C = x.shape
         H, W = hw_shape
-        y = self.dwconv(x.transpose(1, 2).reshape(B, C, H, W)).flatten(2).transpose(1, 2)  # (B, N, C)
-        return x + y if self.shortcut else y
+        # (B, N, C) viewed as a channels-last (B, C, H, W): no copy in, none out
+        x = x.view(B, H, W, C).permute(0, 3, 1, 2)
+        weight = self.dwconv.weight + self.identity if self.shortcut else self.dwconv.weight
+        y = F.conv2d(x, weight, self.dwconv.bias, 1, 1, 1, C)  # (B, C, H, W), channels-last
+        return y.permute(0, 2, 3, 1).reshape(B, N, C)
 
 
 class MixFFN(nn.Module):

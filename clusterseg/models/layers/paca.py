@@ -39,8 +39,8 @@ class P2CConv2d(nn.Module):
     def forward(self, x, hw_shape):
         """x: (B, N, C) -> cluster logits (B, M, N)."""
         B, N, C = x.shape
-        x = x.transpose(1, 2).reshape(B, C, *hw_shape)
-        return self.clustering(x).flatten(2)
+        x = x.view(B, *hw_shape, C).permute(0, 3, 1, 2)  # channels-last (B, C, H, W) view, no copy
+        return self.clustering(x).flatten(2)  # (B, M, N)
 
 
 class P2CMlp(nn.Module):
