@@ -1,17 +1,3 @@
-# Synthetic-data sibling of pacahead_clustr-small_8xb2-160k_ade20k-512x512.py: the same model on the
-# synthetic ADE20K-format set (8 classes, 128x128), trained from scratch on a CPU in minutes.
-_base_ = [
-    '../_base_/models/pacahead_pacavit.py',
-    '../_base_/datasets/synthetic_ade20k.py',
-    '../_base_/schedules/schedule_synthetic_seg.py',
-    '../_base_/default_runtime_mmseg.py',
-]
-model = dict(
-    data_preprocessor=dict(size=(128, 128)),
-    backbone=dict(
-        _delete_=True,
-        type='clusterseg.ClusTR',
-        arch='small',
-        out_indices=(0, 1, 2, 3),
-        drop_path_rate=0.1),
-    decode_head=dict(in_channels=[64, 128, 256, 512], num_classes=8))
+# ClusTR-small, PaCa head ADE20K: the tiny synthetic-data sibling (pacahead_clustr-tiny_1xb4-300it_synthetic-ade20k-128x128.py) with the small backbone.
+_base_ = './pacahead_clustr-tiny_1xb4-300it_synthetic-ade20k-128x128.py'
+model = dict(backbone=dict(arch='small'))
