@@ -1,6 +1,6 @@
 """clusterseg: clustering-attention vision models for OpenMMLab 2.x.
 
-Install through `make install` (docs/get_started.md): it builds mmcv 2.1.0 with CPU ops
+Install through `make install` (docs/en/get_started.md): it builds mmcv 2.1.0 with CPU ops
 first, which pip cannot do from install_requires alone.
 """
 import os.path as osp

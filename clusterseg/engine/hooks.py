@@ -168,7 +168,7 @@ class DatasetCheckHook(Hook):
                     f'the {name} dataset is empty: {_describe_dataset(ds)} found no samples '
                     f'(config key {name}_dataloader.dataset). Check data_root / ann_file / '
                     'data_prefix and that the files exist in the expected layout '
-                    '(docs/get_started.md, "Datasets").')
+                    '(docs/en/get_started.md, "Datasets").')
 
 
 def install_empty_dataset_check():
@@ -186,7 +186,7 @@ def install_empty_dataset_check():
             raise EmptyDatasetError(
                 f'dataset {_describe_dataset(self)} is empty: it found no samples. Check '
                 'data_root / ann_file / data_prefix and that the files exist in the expected '
-                'layout (docs/get_started.md, "Datasets").')
+                'layout (docs/en/get_started.md, "Datasets").')
         return orig(self)
 
     _serialize_data._clusterseg_checked = True

@@ -70,7 +70,7 @@ def check_data_roots(cfg, loaders=('train_dataloader', 'val_dataloader', 'test_d
             raise FileNotFoundError(
                 f'data root {root!r} (config key {key}.data_root, dataset type '
                 f'{ds.get("type")}) does not exist.{hint or " "}For the real dataset, see '
-                'docs/get_started.md ("Datasets") for the expected layout, or override the path with '
+                'docs/en/get_started.md ("Datasets") for the expected layout, or override the path with '
                 f'--cfg-options {key}.data_root=PATH')
 
 

@@ -37,4 +37,4 @@ def check_mm_versions(requirements=None, get_version=None):
         raise ImportError(
             'clusterseg: incompatible OpenMMLab installation:\n  - ' + '\n  - '.join(problems) +
             '\nInstall the pinned stack with `make install` (see requirements/mminstall.txt and '
-            f'docs/get_started.md), or set {SKIP_ENV}=1 to import anyway at your own risk.')
+            f'docs/en/get_started.md), or set {SKIP_ENV}=1 to import anyway at your own risk.')
