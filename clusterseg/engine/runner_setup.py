@@ -277,6 +277,10 @@ def explain_unknown_type(err):
 
 
 _LOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
+# stock loading transforms -> clusterseg's checking versions (same arguments and outputs)
+_CHECKED_LOADERS = {'LoadImageFromFile': 'clusterseg.LoadImageFromFile',
+                    'LoadPanopticAnnotations': 'clusterseg.LoadPanopticAnnotations',
+                    'mmdet.LoadPanopticAnnotations': 'clusterseg.LoadPanopticAnnotations'}
 
 
 def _seg_num_classes(cfg):
@@ -293,6 +297,9 @@ def add_input_checks(cfg):
     * ``LoadImageFromFile`` (mmcv's, unprefixed) -> ``clusterseg.LoadImageFromFile``: same
       arguments and decoding; a truncated, empty or undecodable image raises an error naming
       the file.
+    * ``LoadPanopticAnnotations`` (mmdet's) -> ``clusterseg.LoadPanopticAnnotations``: same
+      arguments and outputs; a panoptic PNG that disagrees with its json ``segments_info``
+      (ids on one side only, another size) raises naming the PNG, the image and the ids.
     * mmseg configs: ``clusterseg.CheckSegLabels`` right after ``LoadAnnotations``, with the
       decode head's ``num_classes`` and the loss's ignore index (255): a label outside the
       classes raises naming the annotation file and the value.
@@ -316,9 +323,10 @@ def add_input_checks(cfg):
             seen.add(id(pipeline))
             out = []
             for i, t in enumerate(pipeline):
-                if isinstance(t, dict) and t.get('type') == 'LoadImageFromFile':
+                new_type = isinstance(t, dict) and _CHECKED_LOADERS.get(t.get('type'))
+                if new_type:
                     t = ConfigDict(t)
-                    t['type'] = 'clusterseg.LoadImageFromFile'
+                    t['type'] = new_type
                     changed += 1
                 out.append(t)
                 nxt = pipeline[i + 1] if i + 1 < len(pipeline) else None

@@ -1,4 +1,6 @@
 """Data transforms of clusterseg: input checks that name the culprit file."""
-from .checks import CheckSegLabels, CorruptImageError, LoadImageFromFile, SegLabelError
+from .checks import (CheckSegLabels, CorruptImageError, LoadImageFromFile,
+                     LoadPanopticAnnotations, PanopticAnnotationError, SegLabelError)
 
-__all__ = ['CheckSegLabels', 'CorruptImageError', 'LoadImageFromFile', 'SegLabelError']
+__all__ = ['CheckSegLabels', 'CorruptImageError', 'LoadImageFromFile', 'LoadPanopticAnnotations',
+           'PanopticAnnotationError', 'SegLabelError']

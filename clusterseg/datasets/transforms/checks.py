@@ -7,6 +7,8 @@ import mmcv
 import numpy as np
 from mmcv.transforms import LoadImageFromFile as _MMCVLoadImageFromFile
 from mmcv.transforms import BaseTransform
+from mmdet.datasets.transforms import LoadPanopticAnnotations as _MMDetLoadPanopticAnnotations
+from mmdet.structures.mask import BitmapMasks
 from mmengine import fileio
 
 from clusterseg.registry import TRANSFORMS
@@ -21,6 +23,10 @@ class CorruptImageError(ValueError):
 
 class SegLabelError(ValueError):
     """A segmentation annotation holds a label outside ``[0, num_classes)`` and not ignored."""
+
+
+class PanopticAnnotationError(ValueError):
+    """A panoptic PNG and its ``segments_info`` in the annotation json disagree."""
 
 
 def check_image_bytes(data, path):
@@ -119,3 +125,92 @@ class CheckSegLabels(BaseTransform):
     def __repr__(self):
         return (f'{self.__class__.__name__}(num_classes={self.num_classes}, '
                 f'ignore_index={self.ignore_index})')
+
+
+def _ids(values, limit=10):
+    values = sorted(int(v) for v in values)
+    return ', '.join(str(v) for v in values[:limit]) + (f' ... ({len(values)} in all)'
+                                                        if len(values) > limit else '')
+
+
+@TRANSFORMS.register_module()
+class LoadPanopticAnnotations(_MMDetLoadPanopticAnnotations):
+    """mmdet's ``LoadPanopticAnnotations`` (same arguments and outputs on valid data) that checks
+    the panoptic PNG against its ``segments_info`` from the annotation json.
+
+    mmdet's loader reads segment ``id``'s pixels from the PNG without checking either side, so a
+    json segment whose id is absent from the PNG becomes an empty thing mask, and PNG pixels whose
+    id the json does not list silently become "ignore". Both are the classic symptom of a PNG
+    folder and a json that belong to different versions of a dataset. Raised instead, naming
+    the PNG, its image and the ids (:class:`PanopticAnnotationError`):
+
+    * the PNG is missing, empty, truncated or undecodable;
+    * the PNG size differs from the image's (or the json's ``height`` x ``width``);
+    * a ``segments_info`` id does not occur in the PNG, a non-zero PNG id (0 is VOID) is not in
+      ``segments_info``, or an id is listed twice.
+
+    The checks cost one ``np.unique`` over the id map per image.
+    """
+
+    def _load_masks_and_semantic_segs(self, results):
+        path = results.get('seg_map_path', None)
+        if path is None:  # inference without ground truth
+            return
+        img = results.get('img_path', '<unknown image>')
+        try:
+            data = fileio.get(path, backend_args=self.backend_args)
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f'panoptic PNG {path} of image {img} (listed in the '
+                                    'annotation json) does not exist') from e
+        if not data:
+            raise CorruptImageError(f'empty panoptic PNG {path} (0 bytes) of image {img}')
+        check_image_bytes(data, path)
+        pan = mmcv.imfrombytes(data, flag='color', channel_order='rgb')
+        if pan is None:
+            raise CorruptImageError(f'cannot decode panoptic PNG {path} of image {img} '
+                                    f'({len(data)} bytes)')
+        pan = self.rgb2id(pan)
+        expected = {}
+        if 'ori_shape' in results:
+            expected['image'] = tuple(results['ori_shape'][:2])
+        if 'height' in results and 'width' in results:
+            expected['annotation json (height, width)'] = (results['height'], results['width'])
+        for what, shape in expected.items():
+            if tuple(pan.shape[:2]) != tuple(shape):
+                raise PanopticAnnotationError(
+                    f'panoptic PNG {path} is {pan.shape[0]}x{pan.shape[1]} (HxW) but the '
+                    f'{what} of {img} is {shape[0]}x{shape[1]}')
+        segments = results.get('segments_info', [])
+        json_ids = [int(s['id']) for s in segments]
+        dup = {i for i in json_ids if json_ids.count(i) > 1}
+        if dup:
+            raise PanopticAnnotationError(
+                f'segments_info of {img} lists segment id(s) {_ids(dup)} more than once '
+                f'(panoptic PNG {path})')
+        png_ids = np.unique(pan)
+        png_ids = set(png_ids[png_ids != 0].tolist())
+        missing, unlisted = set(json_ids) - png_ids, png_ids - set(json_ids)
+        if missing or unlisted:
+            parts = []
+            if missing:
+                parts.append(f'segment id(s) {_ids(missing)} are in the json segments_info but '
+                             'not in the PNG')
+            if unlisted:
+                parts.append(f'segment id(s) {_ids(unlisted)} are in the PNG but not in the json '
+                             'segments_info')
+            raise PanopticAnnotationError(
+                f'panoptic PNG {path} does not match the annotation json for image {img}: '
+                + '; '.join(parts) + '. Are the PNG folder and the json from the same '
+                'version of the dataset?')
+
+        gt_masks, gt_seg = [], np.full(pan.shape, 255, dtype=pan.dtype)
+        for seg in segments:
+            mask = pan == seg['id']
+            gt_seg[mask] = seg['category']
+            if seg.get('is_thing'):
+                gt_masks.append(mask.astype(np.uint8))
+        if self.with_mask:
+            h, w = results['ori_shape']
+            results['gt_masks'] = BitmapMasks(gt_masks, h, w)
+        if self.with_seg:
+            results['gt_seg_map'] = gt_seg
