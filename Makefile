@@ -1,6 +1,7 @@
 # The two entry points of the README:
 #   make demo   set up .venv (if needed), make the synthetic ADE20K set, train, test, print mIoU
 #   make test   set up .venv (if needed) and run the test suite
+#   make docs   set up .venv (if needed) and build the user guide into docs/en/_build/html
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.clusterseg-installed
@@ -8,11 +9,11 @@ DEMO_CONFIG ?= configs/demo/segformer_mit-b0_1xb8-300it_synthetic-ade20k-128x128
 DEMO_DIR ?= work_dirs/demo
 PYTEST_ARGS ?=
 
-.PHONY: install demo test clean-venv
+.PHONY: install demo test docs clean-venv
 
 install: $(STAMP)
 
-$(STAMP): setup.py requirements/runtime.txt requirements/mminstall.txt requirements/tests.txt requirements/nodeps.txt tools/install/setup_env.sh tools/install/build_mmcv.sh
+$(STAMP): setup.py requirements/runtime.txt requirements/mminstall.txt requirements/tests.txt requirements/docs.txt requirements/nodeps.txt tools/install/setup_env.sh tools/install/build_mmcv.sh
 	@bash tools/install/setup_env.sh
 
 demo: $(STAMP)
@@ -20,6 +21,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+# -W: a warning (broken link, page outside the toctree, bad markup) fails the build
+docs: $(STAMP)
+	$(PY) -m sphinx -W --keep-going -b html docs/en docs/en/_build/html
+	@echo "open docs/en/_build/html/index.html"
 
 clean-venv:
 	rm -rf $(VENV)

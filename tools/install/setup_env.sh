@@ -22,8 +22,9 @@ step "installing torch 2.14.1 + torchvision 0.29.1 (from the local wheel store) 
 step "mmcv 2.1.0 with CPU ops (built from source once per machine; the first build takes 11-15 min)"
 bash tools/install/build_mmcv.sh "$PY"
 
-step "installing mmengine / mmdet / mmsegmentation / mmpretrain and runtime + test requirements"
+step "installing mmengine / mmdet / mmsegmentation / mmpretrain and runtime + test + docs requirements"
 "${PIP[@]}" -r requirements/runtime.txt -r requirements/mminstall.txt -r requirements/tests.txt \
+    -r requirements/docs.txt \
     2>&1 | grep -v 'is ignored' || true
 step "installing requirements/nodeps.txt without their (over-strict) dependencies"
 "${PIP[@]}" --no-deps -r requirements/nodeps.txt 2>&1 | grep -v 'is ignored' || true
