@@ -17,6 +17,14 @@ Installing the allowlist with :func:`torch.serialization.add_safe_globals` makes
 by :func:`safe_torch_load`, which turns torch's refusal into an error that names the file, the
 type at fault and how to opt in for a checkpoint the user trusts
 (``CLUSTERSEG_TRUST_CHECKPOINTS=1``).
+
+A checkpoint can also carry a Python config *as text*, which mmengine would execute: an
+inferencer given only ``weights`` runs ``Config.fromstring(checkpoint's cfg)``, and
+``Runner.resume`` runs ``Config.fromstring(checkpoint['meta']['config'])`` (a legacy key, only
+read for a GPU-count warning). :func:`install_safe_globals` closes both, so config files are
+only executed from the paths the user passed (and the ``_base_`` files those name): the
+inferencers refuse a checkpoint without a config (:class:`UnsafeConfigError`), and resuming
+drops ``meta['config']`` unread, with a warning.
 """
 import os
 import os.path as osp
@@ -32,6 +40,10 @@ _INSTALLED = False
 
 class UnsafeCheckpointError(pickle.UnpicklingError):
     """Raised when a checkpoint needs a type outside clusterseg's allowlist."""
+
+
+class UnsafeConfigError(RuntimeError):
+    """Raised instead of executing a Python config that came from a checkpoint file."""
 
 
 def _history_buffer_getattr(obj, name):
@@ -114,6 +126,41 @@ def safe_torch_load(f, map_location=None, name=None):
             'tools/train.py / tools/test.py) to load it with weights_only=False.') from e
 
 
+class _AllowlistUnpickler(pickle.Unpickler):
+    """Plain-pickle reader (detectron2 ``.pkl`` weights: dicts of numpy arrays) that resolves
+    only the checkpoint allowlist's globals plus ``collections.OrderedDict``."""
+
+    def find_class(self, module, name):
+        qual = f'{module}.{name}'
+        for entry in checkpoint_allowlist():
+            obj, entry_name = entry if isinstance(entry, tuple) else (
+                entry, f'{entry.__module__}.{entry.__qualname__}')
+            if entry_name == qual:
+                return obj
+        if qual == 'collections.OrderedDict':
+            import collections
+            return collections.OrderedDict
+        if qual in ('numpy.dtype', 'numpy.ndarray'):
+            return getattr(np, name)
+        raise UnsafeCheckpointError(f'GLOBAL {qual} is not allowed')
+
+
+def safe_pickle_load(path, name=None):
+    """Read a plain pickle file (e.g. detectron2 ``.pkl`` weights) with the same allowlist as
+    :func:`safe_torch_load`; anything else (the globals a code-running pickle needs) raises
+    :class:`UnsafeCheckpointError` naming the file, unless ``CLUSTERSEG_TRUST_CHECKPOINTS=1``."""
+    with open(path, 'rb') as f:
+        if trust_all_checkpoints():
+            return pickle.load(f, encoding='latin1')
+        try:
+            return _AllowlistUnpickler(f, encoding='latin1').load()
+        except UnsafeCheckpointError as e:
+            raise UnsafeCheckpointError(
+                f'Refused to load pickle {name or path!r}: it contains a type outside '
+                f"clusterseg's allowlist of checkpoint contents ({e}). Loading it would run code "
+                f'from the file. If you trust this file, set {TRUST_ENV}=1.') from e
+
+
 def _load_from_local(filename, map_location=None):
     filename = osp.expanduser(filename)
     if not osp.isfile(filename):
@@ -137,8 +184,44 @@ def _load_from_http(filename, map_location=None, model_dir=None):
     return safe_torch_load(cached, map_location=map_location, name=filename)
 
 
+def _guard_checkpoint_configs():
+    """Never execute a config that a checkpoint carries (see the module docstring)."""
+    import warnings
+
+    from mmengine.infer import BaseInferencer
+    from mmengine.runner import Runner
+
+    init_model = BaseInferencer._init_model
+
+    def _init_model(self, cfg, weights, device='cpu'):
+        if not cfg and weights is not None and not trust_all_checkpoints():
+            raise UnsafeConfigError(
+                f'{type(self).__name__} got the checkpoint {weights!r} but no config: mmengine '
+                'would execute the Python config stored inside the checkpoint, i.e. run code '
+                'from the checkpoint file. Pass the config file as `model=CONFIG_PATH` (config '
+                'files are only executed from paths you pass). If you trust this checkpoint, '
+                f'set {TRUST_ENV}=1.')
+        return init_model(self, cfg, weights, device)
+
+    load_checkpoint = Runner.load_checkpoint
+
+    def runner_load_checkpoint(self, filename, *args, **kwargs):
+        checkpoint = load_checkpoint(self, filename, *args, **kwargs)
+        meta = checkpoint.get('meta') if isinstance(checkpoint, dict) else None
+        if isinstance(meta, dict) and 'config' in meta and not trust_all_checkpoints():
+            meta.pop('config')
+            warnings.warn(f'checkpoint {filename}: ignored the Python config text in '
+                          "meta['config'] (executing it would run code from the checkpoint; "
+                          f'set {TRUST_ENV}=1 to let mmengine read it)')
+        return checkpoint
+
+    BaseInferencer._init_model = _init_model
+    Runner.load_checkpoint = runner_load_checkpoint
+
+
 def install_safe_globals():
-    """Install the allowlist and the safe local/http checkpoint loaders (idempotent)."""
+    """Install the allowlist, the safe local/http checkpoint loaders and the guards against
+    configs stored in checkpoints (idempotent)."""
     global _INSTALLED
     if _INSTALLED:
         return
@@ -148,3 +231,4 @@ def install_safe_globals():
     CheckpointLoader.register_scheme(prefixes='', loader=_load_from_local, force=True)
     CheckpointLoader.register_scheme(
         prefixes=('http://', 'https://'), loader=_load_from_http, force=True)
+    _guard_checkpoint_configs()

@@ -67,7 +67,7 @@ def test_runner_checkpoint_contents_load(tmp_path):
     assert torch.load(path, weights_only=True)['meta']['iter'] == 8
 
 
-def test_real_runner_checkpoint_resumes(tmp_path):
+def _toy_runner(work_dir, max_epochs, resume):
     from mmengine.model import BaseModel
     from mmengine.runner import Runner
 
@@ -87,20 +87,72 @@ def test_real_runner_checkpoint_resumes(tmp_path):
         def __getitem__(self, i):
             return dict(inputs=torch.full((2, ), float(i)), labels=torch.tensor(float(i)))
 
-    def make(max_epochs, resume):
-        return Runner(
-            model=Toy(), work_dir=str(tmp_path), resume=resume,
-            train_dataloader=dict(dataset=DS(), sampler=dict(type='DefaultSampler', shuffle=True),
-                                  batch_size=2, collate_fn=dict(type='default_collate')),
-            optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.001)),
-            train_cfg=dict(by_epoch=True, max_epochs=max_epochs),
-            default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=1)),
-            randomness=dict(seed=0), experiment_name=f'toy{max_epochs}')
+    return Runner(
+        model=Toy(), work_dir=str(work_dir), resume=resume,
+        train_dataloader=dict(dataset=DS(), sampler=dict(type='DefaultSampler', shuffle=True),
+                              batch_size=2, collate_fn=dict(type='default_collate')),
+        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.001)),
+        train_cfg=dict(by_epoch=True, max_epochs=max_epochs),
+        default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=1)),
+        randomness=dict(seed=0), experiment_name=f'toy{max_epochs}_{resume}')
 
-    make(1, False).train()
-    runner = make(2, True)
+
+def test_real_runner_checkpoint_resumes(tmp_path):
+    _toy_runner(tmp_path, 1, False).train()
+    runner = _toy_runner(tmp_path, 2, True)
     runner.train()  # resumes from epoch_1.pth (message hub, numpy RNG state, ...) under weights_only
     assert runner.epoch == 2 and runner.iter == 8
+
+
+def _code_writing(marker):
+    """A Python config whose execution leaves ``marker`` behind."""
+    return (f"_ = __import__('pathlib').Path({str(marker)!r}).write_text('ran')\n"
+            "gpu_ids = [0]\nmodel = dict(type='NoSuchModel')\n")
+
+
+@pytest.mark.parametrize('trusted', [False, True])
+def test_resume_never_executes_a_config_stored_in_the_checkpoint(tmp_path, monkeypatch, trusted):
+    """mmengine's resume executes ``meta['config']`` (legacy key) as Python; we drop it unread."""
+    monkeypatch.delenv(TRUST_ENV, raising=False)
+    _toy_runner(tmp_path, 1, False).train()
+    path = tmp_path / 'epoch_1.pth'
+    ckpt = torch.load(path, weights_only=True)
+    marker = tmp_path / 'config_ran'
+    ckpt['meta']['config'] = _code_writing(marker)
+    torch.save(ckpt, path)
+    if trusted:
+        monkeypatch.setenv(TRUST_ENV, '1')
+    runner = _toy_runner(tmp_path, 2, str(path))
+    if trusted:  # the opt-in restores mmengine's behaviour: the text runs
+        runner.train()
+        assert marker.read_text() == 'ran'
+        return
+    with pytest.warns(UserWarning, match=r"ignored the Python config text in meta\['config'\]"):
+        runner.train()
+    assert runner.epoch == 2 and not marker.exists()
+
+
+@pytest.mark.parametrize('trusted', [False, True])
+def test_inferencer_never_executes_a_config_stored_in_the_checkpoint(tmp_path, monkeypatch,
+                                                                     trusted):
+    """Given only weights, mmengine's inferencers execute the checkpoint's config text."""
+    from mmseg.apis import MMSegInferencer
+
+    from clusterseg.utils import UnsafeConfigError
+    monkeypatch.delenv(TRUST_ENV, raising=False)
+    marker = tmp_path / 'config_ran'
+    path = str(tmp_path / 'with_cfg.pth')
+    torch.save({'state_dict': {}, 'meta': {'cfg': _code_writing(marker)}}, path)
+    if trusted:
+        monkeypatch.setenv(TRUST_ENV, '1')
+        with pytest.raises(Exception):  # the text ran, then the model is unknown
+            MMSegInferencer(model=None, weights=path, device='cpu')
+        assert marker.read_text() == 'ran'
+        return
+    with pytest.raises(UnsafeConfigError) as e:
+        MMSegInferencer(model=None, weights=path, device='cpu')
+    assert path in str(e.value) and 'model=CONFIG_PATH' in str(e.value) and TRUST_ENV in str(e.value)
+    assert not marker.exists()
 
 
 @pytest.mark.parametrize('payload', [_RunsCode, _GetattrAttack, _PrivateGetattr])
