@@ -17,7 +17,8 @@ def test_benchmark_csv_and_plots(tmp_path):
     proc = run_tool([TOOL, *configs, '--names', 'paca', 'segformer', '--sizes', '32', '64',
                      '--batch-sizes', '1', '2', '--repeat', '1', '--warmup', '0', '--threads', '1',
                      '--out-dir', str(tmp_path)])
-    assert '8/8' in proc.stdout  # the progress bar reached the end
+    assert '8/8' in proc.stderr  # the progress bar (on stderr) reached the end
+    assert '8/8' not in proc.stdout  # stdout carries no bar
     with open(tmp_path / 'benchmark.csv') as f:
         rows = list(csv.DictReader(f))
     assert [(r['model'], r['batch_size'], r['size']) for r in rows] == [

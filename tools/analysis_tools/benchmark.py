@@ -16,7 +16,8 @@ larger point cannot have run before it). A point that fails (size constraints, o
 is recorded with its error and left out of the plots.
 
 Writes ``benchmark.csv`` and ``time_vs_resolution.png``, ``memory_vs_resolution.png``
-(log-log, one line per model, one panel per batch size) to ``--out-dir``.
+(log-log, one line per model, one panel per batch size) to ``--out-dir``. A progress bar over the
+(config, batch size, size) points goes to stderr (--no-progress: none).
 
 example:
   python tools/analysis_tools/benchmark.py \\
@@ -37,6 +38,8 @@ import time
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, REPO)
 
+from clusterseg.utils.progress import Progress, add_progress_argument  # noqa: E402
+
 FIELDS = ['model', 'config', 'scope', 'batch_size', 'size', 'time_ms', 'peak_mem_mb', 'device',
           'threads', 'error']
 
@@ -55,6 +58,7 @@ def parse_args(argv=None):
     parser.add_argument('--device', default='cpu', help='cpu or cuda[:i]')
     parser.add_argument('--threads', type=int, default=None, help='torch CPU threads')
     parser.add_argument('--out-dir', default='work_dirs/benchmark', help='CSV and PNGs go here')
+    add_progress_argument(parser)
     parser.add_argument('--worker', action='store_true', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.names and len(args.names) != len(args.configs):
@@ -221,20 +225,18 @@ def main(argv=None):
     args = parse_args(argv)
     if args.worker:
         return worker(args)
-    from mmengine.utils import ProgressBar
     os.makedirs(args.out_dir, exist_ok=True)
     names = args.names or [osp.splitext(osp.basename(c))[0] for c in args.configs]
     total = len(args.configs) * len(args.sizes) * len(args.batch_sizes)
     print(f'benchmarking {len(args.configs)} configs x {len(args.sizes)} sizes x '
           f'{len(args.batch_sizes)} batch sizes on {args.device}')
-    bar = ProgressBar(total)
     rows = []
-    for name, config in zip(names, args.configs):
-        for row in run_config(args, config):
-            row['model'] = name
-            rows.append(row)
-            bar.update()
-    print()
+    with Progress(total, 'benchmark points', enabled=not args.no_progress) as bar:
+        for name, config in zip(names, args.configs):
+            for row in run_config(args, config):
+                row['model'] = name
+                rows.append(row)
+                bar.update()
     csv_path = osp.join(args.out_dir, 'benchmark.csv')
     with open(csv_path, 'w', newline='') as f:
         writer = csv.DictWriter(f, fieldnames=FIELDS, extrasaction='ignore')

@@ -13,7 +13,8 @@ printed as a table with naive / blockwise ratios (memory and time); with ``--jso
 Memory: on CUDA ``torch.cuda.max_memory_allocated`` above the state before the call; on CPU each
 measurement runs in a fresh subprocess and reports its peak RSS (``ru_maxrss``) above the RSS
 before the call. Time: the best of ``--repeat`` calls after one warm-up (on CPU the warm-up call is
-the memory-measuring one).
+the memory-measuring one). A progress bar over the (size, measurement, path) runs goes to stderr
+(--no-progress: none); the table on stdout is the same either way.
 
 Example:
     # the issue's sizes on a GPU
@@ -35,6 +36,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 import torch  # noqa: E402
 
 from clusterseg.models.layers.dpc_cluster import DEFAULT_MAX_BLOCK_ELEMS  # noqa: E402
+from clusterseg.utils.progress import Progress, add_progress_argument, echo  # noqa: E402
 
 
 def _rss_bytes():
@@ -129,7 +131,7 @@ def _default_limit_gb(device):
     return 0.5 * int(info['MemAvailable'].split()[0]) * 1024 / 2**30
 
 
-def main(argv=None):
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__.split('\n')[0], epilog='Example:' + __doc__.split('Example:')[1],
         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -145,8 +147,13 @@ def main(argv=None):
                              '(default: 80%% of free GPU memory / 50%% of available RAM)')
     parser.add_argument('--repeat', type=int, default=3, help='timed calls after the warm-up')
     parser.add_argument('--json', default=None, help='also write the results here')
+    add_progress_argument(parser)
     parser.add_argument('--_worker', default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
     if args._worker is not None:
         print(json.dumps(measure(*json.loads(args._worker))))
         return
@@ -154,24 +161,30 @@ def main(argv=None):
     print(f'device {args.device}, arch {args.arch}, block {args.max_block_elems} elems, '
           f'naive limit {limit:.1f} GiB, torch threads {torch.get_num_threads()}')
     rows = []
-    for size in args.sizes:
-        h, w = (int(v) for v in size.lower().split('x'))
-        for kind in args.what:
-            ours = _measure_isolated(args, kind, h, w, True)
-            est = naive_peak_estimate(h, w) / 2**30
-            naive = _measure_isolated(args, kind, h, w, False) if est < limit else None
-            rows.append(dict(size=size, what=kind, tokens=_stage1_tokens(h, w), ours=ours, naive=naive,
-                             naive_estimate_gib=est))
-            mb = 2**20
-            line = (f'{size:>10} {kind:>8} N1={_stage1_tokens(h, w):>6} | blockwise '
-                    f'{ours["peak_bytes"] / mb:9.1f} MiB {ours["seconds"]:8.3f} s | ')
-            if naive is None:
-                line += f'naive skipped (est. {est:.1f} GiB > {limit:.1f} GiB)'
-            else:
-                line += (f'naive {naive["peak_bytes"] / mb:9.1f} MiB {naive["seconds"]:8.3f} s | '
-                         f'memory naive/ours {naive["peak_bytes"] / max(1, ours["peak_bytes"]):6.2f}x, '
-                         f'time naive/ours {naive["seconds"] / ours["seconds"]:5.2f}x')
-            print(line, flush=True)
+    sizes = [tuple(int(v) for v in size.lower().split('x')) for size in args.sizes]
+    runs = sum(1 + (naive_peak_estimate(h, w) / 2**30 < limit) for h, w in sizes) * len(args.what)
+    with Progress(runs, 'clustering runs', enabled=not args.no_progress) as bar:
+        for size, (h, w) in zip(args.sizes, sizes):
+            for kind in args.what:
+                ours = _measure_isolated(args, kind, h, w, True)
+                bar.update()
+                est = naive_peak_estimate(h, w) / 2**30
+                naive = None
+                if est < limit:
+                    naive = _measure_isolated(args, kind, h, w, False)
+                    bar.update()
+                rows.append(dict(size=size, what=kind, tokens=_stage1_tokens(h, w), ours=ours, naive=naive,
+                                 naive_estimate_gib=est))
+                mb = 2**20
+                line = (f'{size:>10} {kind:>8} N1={_stage1_tokens(h, w):>6} | blockwise '
+                        f'{ours["peak_bytes"] / mb:9.1f} MiB {ours["seconds"]:8.3f} s | ')
+                if naive is None:
+                    line += f'naive skipped (est. {est:.1f} GiB > {limit:.1f} GiB)'
+                else:
+                    line += (f'naive {naive["peak_bytes"] / mb:9.1f} MiB {naive["seconds"]:8.3f} s | '
+                             f'memory naive/ours {naive["peak_bytes"] / max(1, ours["peak_bytes"]):6.2f}x, '
+                             f'time naive/ours {naive["seconds"] / ours["seconds"]:5.2f}x')
+                echo(line)
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(rows, f, indent=1)

@@ -7,6 +7,7 @@ head up to the per-query class and mask logits (mmdet's ``_forward``); post-proc
 Each model/size runs in a fresh subprocess, so its peak RSS (``ru_maxrss``) above the RSS before
 the forward is its own. The time is the best of ``--repeat`` calls after one warm-up and is split
 into the backbone, the pixel decoder and the transformer decoder (+ predictor) to show where it goes.
+A progress bar over the (size, model) runs goes to stderr (--no-progress: none).
 
 Example:
     python tools/analysis_tools/benchmark_kmax.py --sizes 641 1281 --threads 2
@@ -22,6 +23,8 @@ import time
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, REPO)
+
+from clusterseg.utils.progress import Progress, add_progress_argument, echo  # noqa: E402
 
 KMAX_CFG = osp.join(REPO, 'configs/kmax_deeplab/kmax-deeplab_r50_32xb2-150k_coco-panoptic-1281x1281.py')
 
@@ -90,30 +93,40 @@ def child(model_name, size, repeat, threads):
                           time_s=sum(best.values()), parts=best)))
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--sizes', type=int, nargs='+', default=[641, 1281])
-    parser.add_argument('--repeat', type=int, default=2)
-    parser.add_argument('--threads', type=int, default=2)
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0],
+                                     epilog='Example:' + __doc__.split('Example:')[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--sizes', type=int, nargs='+', default=[641, 1281],
+                        help='square input sizes (kMaX is built for each)')
+    parser.add_argument('--repeat', type=int, default=2, help='timed forwards after the warm-up')
+    parser.add_argument('--threads', type=int, default=2, help='torch CPU threads per run')
     parser.add_argument('--json', help='save the results here')
+    add_progress_argument(parser)
     parser.add_argument('--child', nargs=2, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
     if args.child:
         return child(args.child[0], int(args.child[1]), args.repeat, args.threads)
     rows = []
-    for size in args.sizes:
-        for name in ('kmax', 'mask2former'):
+    runs = [(size, name) for size in args.sizes for name in ('kmax', 'mask2former')]
+    with Progress(len(runs), 'forward runs', enabled=not args.no_progress) as bar:
+        for size, name in runs:
             out = subprocess.run([sys.executable, __file__, '--child', name, str(size), '--repeat', str(args.repeat),
                                   '--threads', str(args.threads)], capture_output=True, text=True,
                                  env=dict(os.environ, OMP_NUM_THREADS=str(args.threads)))
+            bar.update()
             line = [ln for ln in out.stdout.splitlines() if ln.startswith('{')]
             if out.returncode or not line:
                 raise SystemExit(f'{name} @ {size} failed:\n{out.stderr[-3000:]}')
             rows.append(json.loads(line[-1]))
             r = rows[-1]
             parts = ', '.join(f'{k} {v:.2f}s' for k, v in r['parts'].items())
-            print(f"{name:12s} {size}x{size}: {r['time_s']:.2f} s ({parts}), peak +{r['peak_rss_mb']:.0f} MB, "
-                  f"{r['params'] / 1e6:.1f}M params", flush=True)
+            echo(f"{name:12s} {size}x{size}: {r['time_s']:.2f} s ({parts}), peak +{r['peak_rss_mb']:.0f} MB, "
+                 f"{r['params'] / 1e6:.1f}M params")
     for size in args.sizes:
         k, m = [r for r in rows if r['size'] == size and r['model'] == 'kmax'][0], \
             [r for r in rows if r['size'] == size and r['model'] == 'mask2former'][0]

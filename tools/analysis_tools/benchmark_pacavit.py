@@ -4,7 +4,8 @@ Every (model, size, batch) point runs in its own subprocess, so peak memory (gro
 peak RSS over the built model) is not polluted by the previous point. Time is the best of --repeat
 forwards (no grad, eval). Printed: the table, ratios against PaCa-ViT-tiny, time(1024)/time(512),
 PaCa-ViT-tiny's achieved GFLOP/s at 512 as a fraction of this machine's fp32 GEMM GFLOP/s measured in
-the same run, and a profile of where the PaCa-ViT-tiny forward spends its time.
+the same run, and a profile of where the PaCa-ViT-tiny forward spends its time. A progress bar over
+the (model, size, batch) points goes to stderr (--no-progress: none).
 
 Example:
     python tools/analysis_tools/benchmark_pacavit.py --sizes 224 512 1024 --batch-sizes 1 8
@@ -20,6 +21,8 @@ import sys
 import time
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+
+from clusterseg.utils.progress import Progress, add_progress_argument, echo  # noqa: E402
 
 MODELS = ('pacavit-tiny', 'pacavit-tiny-mhsa', 'mit-b1', 'pvtv2-b1')
 # global MHSA is quadratic in the stage-1 tokens: above this many it is skipped (est. minutes per image)
@@ -102,16 +105,24 @@ def run_point(name, size, batch, repeat):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0], epilog=__doc__.split('Example:')[1],
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0],
+                                     epilog='Example:' + __doc__.split('Example:')[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--sizes', type=int, nargs='+', default=[224, 512, 1024])
-    parser.add_argument('--batch-sizes', type=int, nargs='+', default=[1, 8])
-    parser.add_argument('--models', nargs='+', default=list(MODELS), choices=MODELS)
+    parser.add_argument('--sizes', type=int, nargs='+', default=[224, 512, 1024],
+                        help='square input sizes')
+    parser.add_argument('--batch-sizes', type=int, nargs='+', default=[1, 8], help='batch sizes')
+    parser.add_argument('--models', nargs='+', default=list(MODELS), choices=MODELS,
+                        help='backbones to compare')
     parser.add_argument('--repeat', type=int, default=2, help='timed forwards per point (best kept)')
     parser.add_argument('--out', help='write the rows as JSON here')
+    add_progress_argument(parser)
     parser.add_argument('--_worker', help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
     if args._worker:
         print(json.dumps(worker(*json.loads(args._worker))))
         return
@@ -119,14 +130,16 @@ def main(argv=None):
     print(f'torch {torch.__version__}, {torch.get_num_threads()} threads')
     rows = []
     points = [(m, s, b) for b in args.batch_sizes for s in args.sizes for m in args.models]
-    for i, (m, s, b) in enumerate(points, 1):
-        if m.endswith('mhsa') and (s // 4)**2 > MHSA_MAX_TOKENS:
-            row = dict(model=m, size=s, batch=b, error=f'skipped: quadratic in {(s // 4)**2} stage-1 tokens')
-        else:
-            row = run_point(m, s, b, args.repeat)
-        rows.append(row)
-        shown = (f"{row['time_s']:.3f} s, +{row['peak_mib']:.0f} MiB" if 'time_s' in row else row['error'])
-        print(f'[{i}/{len(points)}] {m:<18} {s:>4}px batch {b}: {shown}', flush=True)
+    with Progress(len(points), 'benchmark points', enabled=not args.no_progress) as bar:
+        for i, (m, s, b) in enumerate(points, 1):
+            if m.endswith('mhsa') and (s // 4)**2 > MHSA_MAX_TOKENS:
+                row = dict(model=m, size=s, batch=b, error=f'skipped: quadratic in {(s // 4)**2} stage-1 tokens')
+            else:
+                row = run_point(m, s, b, args.repeat)
+            rows.append(row)
+            bar.update()
+            shown = (f"{row['time_s']:.3f} s, +{row['peak_mib']:.0f} MiB" if 'time_s' in row else row['error'])
+            echo(f'[{i}/{len(points)}] {m:<18} {s:>4}px batch {b}: {shown}')
 
     def get(m, s, b):
         return next((r for r in rows if (r['model'], r['size'], r['batch']) == (m, s, b) and 'time_s' in r), None)

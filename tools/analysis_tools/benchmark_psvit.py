@@ -16,6 +16,7 @@ of a group timed round-robin. On CPU it is the process's CPU time (default one t
 stays meaningful on a shared, oversubscribed machine; on CUDA wall time. Memory: on CPU, the bytes
 of the tensors autograd saves for backward (activations, de-duplicated by storage, inputs
 excluded: the shared map is owned by the previous layer); on CUDA also the peak allocation.
+A progress bar over the measured groups goes to stderr (--no-progress: none).
 
 Example:
     python tools/analysis_tools/benchmark_psvit.py --batch-size 8
@@ -34,6 +35,7 @@ import torch.nn as nn  # noqa: E402
 from clusterseg.models.backbones.psvit import PSViT, PSViTBlock  # noqa: E402
 from clusterseg.models.layers.token_pool import FullAttention, SharedAttention  # noqa: E402
 from clusterseg.utils.complexity import count_complexity  # noqa: E402
+from clusterseg.utils.progress import Progress, add_progress_argument, echo  # noqa: E402
 
 
 def saved_bytes(fn, inputs):
@@ -162,22 +164,28 @@ def row(name, r, ref=None):
         ratio = (f"  x{r['fwd'] / ref['fwd']:.2f} / x{r['both'] / ref['both']:.2f} / "
                  f"x{r['saved'] / ref['saved']:.2f} / x{r['macs'] / ref['macs']:.2f}")
     peak = '' if r['peak'] != r['peak'] else f"  peak {r['peak']:8.1f} MB"
-    print(f"  {name:<34s} {r['macs']:7.3f} GMACs  fwd {r['fwd']:8.2f} ms  fwd+bwd {r['both']:8.2f} ms  "
-          f"saved {r['saved']:8.1f} MB{peak}{ratio}", flush=True)
+    echo(f"  {name:<34s} {r['macs']:7.3f} GMACs  fwd {r['fwd']:8.2f} ms  fwd+bwd {r['both']:8.2f} ms  "
+         f"saved {r['saved']:8.1f} MB{peak}{ratio}")
 
 
-def main(argv=None):
+def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0],
                                 epilog='Example:' + __doc__.split('Example:')[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--batch-size', type=int, default=8, help='batch for the layer benchmark')
     p.add_argument('--model-batch-size', type=int, default=2, help='batch for the model benchmark')
-    p.add_argument('--repeats', type=int, default=5)
-    p.add_argument('--threads', type=int, default=1)
-    p.add_argument('--device', default='cpu')
-    p.add_argument('--skip-models', action='store_true')
-    p.add_argument('--sizes', nargs='+', default=['tiny', 'small', 'base'])
-    args = p.parse_args(argv)
+    p.add_argument('--repeats', type=int, default=5, help='timed rounds (best kept)')
+    p.add_argument('--threads', type=int, default=1, help='torch CPU threads')
+    p.add_argument('--device', default='cpu', help='cpu or cuda[:i]')
+    p.add_argument('--skip-models', action='store_true', help='layers only (seconds)')
+    p.add_argument('--sizes', nargs='+', default=['tiny', 'small', 'base'],
+                   choices=['tiny', 'small', 'base'], help='PSViT / DeiT sizes of the model benchmark')
+    add_progress_argument(p)
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
@@ -186,52 +194,56 @@ def main(argv=None):
           'fwd / fwd+bwd / saved memory / MACs vs the full layer (or DeiT)')
     results = {}
     B = args.batch_size
-    for label, N, C, h in [('DeiT-Ti layer (N=197, C=192, h=3)', 197, 192, 3),
-                           ('PSViT-tiny stage 0 (N=785, C=96, h=3)', 785, 96, 3)]:
-        print(f'\n{label}, batch {B}')
-        x = torch.randn(B, N, C)
-        with torch.no_grad():
-            amap = torch.softmax(torch.randn(B, h, N, N), -1)
-        for unit in ('block', 'attention'):
-            if unit == 'block':
-                full, shared = PSViTBlock(C, h), PSViTBlock(C, h, share=True)
-            else:
-                full, shared = FullAttention(C, h), SharedAttention(C, h)
+    groups = 4 + (0 if args.skip_models else len(args.sizes))  # 2 shapes x (block, attention) + models
+    with Progress(groups, 'measured groups', enabled=not args.no_progress) as bar:
+        for label, N, C, h in [('DeiT-Ti layer (N=197, C=192, h=3)', 197, 192, 3),
+                               ('PSViT-tiny stage 0 (N=785, C=96, h=3)', 785, 96, 3)]:
+            echo(f'\n{label}, batch {B}')
+            x = torch.randn(B, N, C)
             with torch.no_grad():
-                qk = tuple(torch.randn(B, h, N, C // h) for _ in range(2))
-            g = measure_group([('full', _Wrap(full), (x, )),
-                               ('map', _Wrap(full, return_attn='map'), (x, )),
-                               ('shared', _Wrap(shared), (x, amap)),
-                               ('qk', _Wrap(full, return_attn='qk'), (x, )),
-                               ('shared_qk', _QKShared(shared), (x, ) + qk)], args.repeats, dev)
-            r_full, r_map, r_shared = g['full'], g['map'], g['shared']
-            row(f'{unit}: full (SDPA)', r_full)
-            row(f'{unit}: full + map handed on', r_map, r_full)
-            row(f'{unit}: shared (map)', r_shared, r_full)
-            row(f'{unit}: full + (q, k) handed on', g['qk'], r_full)
-            row(f'{unit}: shared (q, k; fused)', g['shared_qk'], r_full)
-            results[(label, unit, 'qk')] = (r_full, g['qk'], g['shared_qk'])
-            results[(label, unit, 'map')] = (r_full, r_map, r_shared)
-    if not args.skip_models:
-        Bm = args.model_batch_size
-        x = torch.randn(Bm, 3, 224, 224)
-        deit = {'tiny': 'deit-tiny', 'small': 'deit-small', 'base': 'deit-base'}
-        for size in args.sizes:
-            print(f'\nmodels at 224x224, batch {Bm}: {size}')
-            no_share = [0] * len(PSViT.arch_zoo[size]['share_attn'])
-            g = measure_group([('deit', _DeiT(deit[size]), (x, )),
-                               ('noshare', _PSViT(size, share_attn=no_share), (x, )),
-                               ('preset', _PSViT(size), (x, )),
-                               ('preset_qk', _PSViT(size, share_impl='qk'), (x, ))], args.repeats, dev)
-            r_deit, r_noshare, r_ps = g['deit'], g['noshare'], g['preset']
-            row(f'DeiT-{size}', r_deit)
-            row(f'PSViT-{size}, no sharing', r_noshare, r_deit)
-            row(f'PSViT-{size} (preset, map)', r_ps, r_deit)
-            row(f"PSViT-{size} (preset, share_impl='qk')", g['preset_qk'], r_deit)
-            for key, label in (('preset', 'map'), ('preset_qk', 'qk')):
-                r = g[key]
-                print(f"  sharing alone ({label} vs no sharing): fwd x{r['fwd'] / r_noshare['fwd']:.2f}, "
-                      f"fwd+bwd x{r['both'] / r_noshare['both']:.2f}, saved x{r['saved'] / r_noshare['saved']:.2f}")
+                amap = torch.softmax(torch.randn(B, h, N, N), -1)
+            for unit in ('block', 'attention'):
+                if unit == 'block':
+                    full, shared = PSViTBlock(C, h), PSViTBlock(C, h, share=True)
+                else:
+                    full, shared = FullAttention(C, h), SharedAttention(C, h)
+                with torch.no_grad():
+                    qk = tuple(torch.randn(B, h, N, C // h) for _ in range(2))
+                g = measure_group([('full', _Wrap(full), (x, )),
+                                   ('map', _Wrap(full, return_attn='map'), (x, )),
+                                   ('shared', _Wrap(shared), (x, amap)),
+                                   ('qk', _Wrap(full, return_attn='qk'), (x, )),
+                                   ('shared_qk', _QKShared(shared), (x, ) + qk)], args.repeats, dev)
+                bar.update()
+                r_full, r_map, r_shared = g['full'], g['map'], g['shared']
+                row(f'{unit}: full (SDPA)', r_full)
+                row(f'{unit}: full + map handed on', r_map, r_full)
+                row(f'{unit}: shared (map)', r_shared, r_full)
+                row(f'{unit}: full + (q, k) handed on', g['qk'], r_full)
+                row(f'{unit}: shared (q, k; fused)', g['shared_qk'], r_full)
+                results[(label, unit, 'qk')] = (r_full, g['qk'], g['shared_qk'])
+                results[(label, unit, 'map')] = (r_full, r_map, r_shared)
+        if not args.skip_models:
+            Bm = args.model_batch_size
+            x = torch.randn(Bm, 3, 224, 224)
+            deit = {'tiny': 'deit-tiny', 'small': 'deit-small', 'base': 'deit-base'}
+            for size in args.sizes:
+                echo(f'\nmodels at 224x224, batch {Bm}: {size}')
+                no_share = [0] * len(PSViT.arch_zoo[size]['share_attn'])
+                g = measure_group([('deit', _DeiT(deit[size]), (x, )),
+                                   ('noshare', _PSViT(size, share_attn=no_share), (x, )),
+                                   ('preset', _PSViT(size), (x, )),
+                                   ('preset_qk', _PSViT(size, share_impl='qk'), (x, ))], args.repeats, dev)
+                bar.update()
+                r_deit, r_noshare, r_ps = g['deit'], g['noshare'], g['preset']
+                row(f'DeiT-{size}', r_deit)
+                row(f'PSViT-{size}, no sharing', r_noshare, r_deit)
+                row(f'PSViT-{size} (preset, map)', r_ps, r_deit)
+                row(f"PSViT-{size} (preset, share_impl='qk')", g['preset_qk'], r_deit)
+                for key, label in (('preset', 'map'), ('preset_qk', 'qk')):
+                    r = g[key]
+                    echo(f"  sharing alone ({label} vs no sharing): fwd x{r['fwd'] / r_noshare['fwd']:.2f}, "
+                         f"fwd+bwd x{r['both'] / r_noshare['both']:.2f}, saved x{r['saved'] / r_noshare['saved']:.2f}")
     print('\nsummary: shared / full (goal <= 0.75); pair = (full handing on + shared) / (2 x full), i.e.'
           ' what sharing saves in a network, the hand-off included; map / qk = share_impl:')
     for (label, unit, impl), (r_full, r_map, r_shared) in results.items():

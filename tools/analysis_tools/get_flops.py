@@ -58,14 +58,21 @@ def build_model(config, cfg_options=None):
     return registry.build(cfg.model), cfg.default_scope
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0], epilog=__doc__.split('Example:')[1],
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0],
+                                     epilog='Example:' + __doc__.split('Example:')[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('config')
-    parser.add_argument('--shape', type=int, nargs=2, default=[224, 224], metavar=('H', 'W'))
+    parser.add_argument('config', help='config file of the model to count')
+    parser.add_argument('--shape', type=int, nargs=2, default=[224, 224], metavar=('H', 'W'),
+                        help='input size (default 224 224)')
     parser.add_argument('--backbone-only', action='store_true', help='count the backbone alone')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
-    args = parser.parse_args(argv)
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config keys, e.g. model.backbone.arch=small')
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
     model, scope = build_model(args.config, args.cfg_options)
     net = model.backbone if args.backbone_only else TensorForward(model, scope)
     x = torch.randn(1, 3, *args.shape)

@@ -11,35 +11,34 @@ import time
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
-def _import_synthetic():
-    """Import ``clusterseg.datasets.synthetic``, even from a bare checkout.
+def _import_module(name):
+    """Import ``clusterseg.<name>``, even from a bare checkout.
 
-    The generator only needs numpy and Pillow, so when the ``clusterseg``
-    package itself cannot be imported (e.g. its import-time mm* version check
+    The generator (and the progress bars) only need numpy and Pillow, so when the
+    ``clusterseg`` package itself cannot be imported (e.g. its import-time mm* version check
     fails on a half-installed environment) the module file is loaded directly.
     """
     try:
-        from clusterseg.datasets import synthetic
-        return synthetic
+        return importlib.import_module(f'clusterseg.{name}')
     except ImportError:
         pass
     if REPO not in sys.path:
         # running as `python tools/misc/make_synthetic_data.py` from a checkout
         sys.path.insert(0, REPO)
     try:
-        from clusterseg.datasets import synthetic
-        return synthetic
+        return importlib.import_module(f'clusterseg.{name}')
     except ImportError as e:
         print(f'note: importing clusterseg failed ({str(e).splitlines()[0]}); '
-              'loading the generator module directly', file=sys.stderr)
-    path = osp.join(REPO, 'clusterseg', 'datasets', 'synthetic.py')
-    spec = importlib.util.spec_from_file_location('clusterseg_synthetic', path)
+              f'loading clusterseg/{name.replace(".", "/")}.py directly', file=sys.stderr)
+    path = osp.join(REPO, 'clusterseg', *name.split('.')) + '.py'
+    spec = importlib.util.spec_from_file_location('clusterseg_' + name.replace('.', '_'), path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-synthetic = _import_synthetic()
+synthetic = _import_module('datasets.synthetic')
+progress_utils = _import_module('utils.progress')
 
 DEFAULT_OUT = dict(
     seg='data/synthetic_ade20k',
@@ -60,6 +59,7 @@ EPILOG = """examples:
 --task det writes COCO instances only; --task panoptic writes panoptic and instances
 for the same images; --task all runs seg, panoptic and cls. For --task all, --out is
 the parent folder of synthetic_ade20k/, synthetic_coco/ and synthetic_imagenet/.
+Progress (one bar per split) goes to stderr; --no-progress turns it off.
 """
 
 
@@ -94,45 +94,29 @@ def parse_args(argv=None):
         '--size', type=int, nargs='+', default=None, metavar='N',
         help='image size: H W, or one number for square images; default 128 (cls 64)')
     parser.add_argument('--seed', type=int, default=0, help='global seed (default 0)')
-    parser.add_argument('--quiet', action='store_true', help='no progress bars')
+    parser.add_argument('--no-progress', '--quiet', dest='no_progress', action='store_true',
+                        help=progress_utils.NO_PROGRESS_HELP)
     args = parser.parse_args(argv)
     if args.size is not None and len(args.size) not in (1, 2):
         parser.error('--size takes one or two integers (H W)')
     return args
 
 
-def make_progress(quiet):
+def make_progress(disabled):
     """Build the ``progress(iterable, desc)`` hook passed to the generators.
 
     Args:
-        quiet (bool): Disable progress output.
+        disabled (bool): Disable progress output.
 
     Returns:
-        callable | None: The hook, or None when quiet.
+        callable | None: The hook (one bar per split, on stderr), or None when disabled.
     """
-    if quiet:
+    if disabled:
         return None
-    ProgressBar = None
-    if sys.stdout.isatty():  # a redrawn bar only makes sense on a terminal
-        try:
-            from mmengine.utils import ProgressBar
-        except ImportError:  # the generator itself needs no mm* package
-            pass
 
     def progress(iterable, desc):
         items = list(iterable)
-        print(f'{desc}: {len(items)} images', flush=True)
-        if not items:
-            return
-        bar = ProgressBar(len(items)) if ProgressBar is not None else None
-        for i, item in enumerate(items):
-            yield item
-            if bar is not None:
-                bar.update()
-            elif (i + 1) % 20 == 0 or i + 1 == len(items):
-                print(f'  {i + 1}/{len(items)}', flush=True)
-        if bar is not None:
-            print(flush=True)
+        return progress_utils.track(items, desc=f'{desc} ({len(items)} images)')
 
     return progress
 
@@ -160,7 +144,7 @@ def run_task(task, out, args, progress):
 def main(argv=None):
     """Entry point."""
     args = parse_args(argv)
-    progress = make_progress(args.quiet)
+    progress = make_progress(args.no_progress)
     if args.task == 'all':
         parent = args.out or 'data'
         jobs = [(t, osp.join(parent, osp.basename(DEFAULT_OUT[t])))

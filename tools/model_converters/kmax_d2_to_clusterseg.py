@@ -13,7 +13,8 @@ Example:
 
 ``--head-prefix decode_head`` writes mmseg keys (``KMaXSegHead``) instead of mmdet's
 ``panoptic_head``. With --config the converted weights are checked against the model the config
-builds, and a mismatch lists the missing, unexpected and mis-shaped keys.
+builds, and a mismatch lists the missing, unexpected and mis-shaped keys. A progress bar over the
+steps (read, convert, check, write) goes to stderr (--no-progress: none).
 Class order: COCO's detectron2 contiguous order (80 things, 53 stuff, void) is mmdet's, so no
 permutation is applied; TF-converted ADE20K / Cityscapes classifiers must be permuted first.
 """
@@ -32,6 +33,7 @@ import torch  # noqa: E402
 
 import clusterseg  # noqa: E402,F401  (safe checkpoint loading)
 from clusterseg.utils.checkpoint import safe_torch_load  # noqa: E402
+from clusterseg.utils.progress import Progress, add_progress_argument, echo  # noqa: E402
 
 _ASPP = {'_aspp_conv0': 'aspp_conv0', '_aspp_conv1': 'aspp_dilated.0', '_aspp_conv2': 'aspp_dilated.1',
          '_aspp_conv3': 'aspp_dilated.2', '_aspp_pool': 'aspp_pool', '_proj_conv_bn_act': 'proj_conv_bn_act'}
@@ -142,21 +144,29 @@ def parse_args(argv=None):
     parser.add_argument('--config', help='a clusterseg config whose model must accept the weights')
     parser.add_argument('--head-prefix', default='panoptic_head',
                         help="'panoptic_head' (mmdet KMaXDeepLab) or 'decode_head' (mmseg KMaXSegHead)")
+    add_progress_argument(parser)
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    print(f'[kmax_d2_to_clusterseg] reading {args.src}')
-    state, unknown = convert(load_d2_checkpoint(args.src), args.head_prefix)
-    if unknown:
-        shown = '\n  '.join(unknown[:40])
-        raise SystemExit(f'[kmax_d2_to_clusterseg] {len(unknown)} keys have no mapping:\n  {shown}')
-    if args.config:
-        check_against_config(state, args.config)
-        print(f'[kmax_d2_to_clusterseg] {len(state)} tensors fit {args.config}')
-    os.makedirs(osp.dirname(osp.abspath(args.dst)), exist_ok=True)
-    torch.save({'state_dict': state, 'meta': {'converted_from': osp.basename(args.src)}}, args.dst)
+    steps = 4 if args.config else 3  # read, convert, (check), write
+    with Progress(steps, 'conversion steps', enabled=not args.no_progress) as bar:
+        echo(f'[kmax_d2_to_clusterseg] reading {args.src}')
+        d2_state = load_d2_checkpoint(args.src)
+        bar.update()
+        state, unknown = convert(d2_state, args.head_prefix)
+        bar.update()
+        if unknown:
+            shown = '\n  '.join(unknown[:40])
+            raise SystemExit(f'[kmax_d2_to_clusterseg] {len(unknown)} keys have no mapping:\n  {shown}')
+        if args.config:
+            check_against_config(state, args.config)
+            bar.update()
+            echo(f'[kmax_d2_to_clusterseg] {len(state)} tensors fit {args.config}')
+        os.makedirs(osp.dirname(osp.abspath(args.dst)), exist_ok=True)
+        torch.save({'state_dict': state, 'meta': {'converted_from': osp.basename(args.src)}}, args.dst)
+        bar.update()
     print(f'[kmax_d2_to_clusterseg] wrote {len(state)} tensors to {args.dst}')
 
 

@@ -6,7 +6,8 @@ Example:
         --config configs/pacavit/pacavit-tiny_8xb128-300e_in1k.py
 
 With --config the converted weights are checked against the model the config builds, and a
-mismatch lists the missing, unexpected and mis-shaped keys.
+mismatch lists the missing, unexpected and mis-shaped keys. A progress bar over the steps (read,
+convert, check, write) goes to stderr (--no-progress: none).
 """
 import argparse
 import os
@@ -20,6 +21,7 @@ import torch  # noqa: E402
 import clusterseg  # noqa: E402,F401  (safe checkpoint loading)
 from clusterseg.models.converters import pacavit_official_to_clusterseg  # noqa: E402
 from clusterseg.utils.checkpoint import safe_torch_load  # noqa: E402
+from clusterseg.utils.progress import Progress, add_progress_argument, echo  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -29,6 +31,7 @@ def parse_args(argv=None):
     parser.add_argument('src', help='official checkpoint (.pth)')
     parser.add_argument('dst', help='output path')
     parser.add_argument('--config', help='a clusterseg config whose model must accept the weights')
+    add_progress_argument(parser)
     return parser.parse_args(argv)
 
 
@@ -47,13 +50,20 @@ def check_against_config(state, config):
 
 def main(argv=None):
     args = parse_args(argv)
-    print(f'[pacavit2clusterseg] reading {args.src}')
-    state = pacavit_official_to_clusterseg(safe_torch_load(args.src, map_location='cpu'))
-    if args.config:
-        check_against_config(state, args.config)
-        print(f'[pacavit2clusterseg] {len(state)} tensors fit {args.config}')
-    os.makedirs(osp.dirname(osp.abspath(args.dst)), exist_ok=True)
-    torch.save({'state_dict': state, 'meta': {'converted_from': osp.basename(args.src)}}, args.dst)
+    steps = 4 if args.config else 3  # read, convert, (check), write
+    with Progress(steps, 'conversion steps', enabled=not args.no_progress) as bar:
+        echo(f'[pacavit2clusterseg] reading {args.src}')
+        official = safe_torch_load(args.src, map_location='cpu')
+        bar.update()
+        state = pacavit_official_to_clusterseg(official)
+        bar.update()
+        if args.config:
+            check_against_config(state, args.config)
+            bar.update()
+            echo(f'[pacavit2clusterseg] {len(state)} tensors fit {args.config}')
+        os.makedirs(osp.dirname(osp.abspath(args.dst)), exist_ok=True)
+        torch.save({'state_dict': state, 'meta': {'converted_from': osp.basename(args.src)}}, args.dst)
+        bar.update()
     print(f'[pacavit2clusterseg] wrote {len(state)} tensors to {args.dst}')
 
 
