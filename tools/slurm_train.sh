@@ -1,6 +1,22 @@
 #!/usr/bin/env bash
-# Train on a slurm cluster (GPUs):
-#   GPUS=16 GPUS_PER_NODE=8 bash tools/slurm_train.sh PARTITION JOB_NAME CONFIG WORK_DIR [train.py args...]
+# Train on a slurm cluster (GPUs).
+usage() {
+    cat <<'USAGE'
+usage: [GPUS=8] [GPUS_PER_NODE=8] bash tools/slurm_train.sh PARTITION JOB_NAME CONFIG WORK_DIR [train.py args...]
+
+Launch tools/train.py --launcher slurm with srun, one task per GPU.
+Environment: GPUS (8), GPUS_PER_NODE (8), CPUS_PER_TASK (5), SRUN_ARGS (extra srun options).
+
+Example:
+  GPUS=16 GPUS_PER_NODE=8 bash tools/slurm_train.sh gpu pacahead configs/pacavit/pacahead_pacavit-tiny_8xb2-160k_ade20k-512x512.py work_dirs/pacahead_pacavit-tiny --amp
+USAGE
+}
+case "${1:-}" in -h|--help) usage; exit 0 ;; esac
+if [ $# -lt 4 ]; then
+    echo "slurm_train.sh: PARTITION, JOB_NAME, CONFIG and WORK_DIR are required" >&2
+    usage >&2
+    exit 2
+fi
 set -x
 PARTITION=$1
 JOB_NAME=$2

@@ -3,8 +3,10 @@
 Prints the metrics and writes them to WORK_DIR/test_metrics.json.
 
 Example:
-    python tools/test.py configs/_base_/demo/fcn_synthetic-ade20k.py \\
-        work_dirs/demo/iter_200.pth --show-dir work_dirs/demo/vis
+    # the checkpoint `python tools/train.py` wrote for the SegFormer demo, with drawn predictions
+    python tools/test.py configs/demo/segformer_mit-b0_1xb8-300it_synthetic-ade20k-128x128.py \\
+        work_dirs/demo/iter_300.pth --work-dir work_dirs/demo --show-dir vis
+    bash tools/dist_test.sh CONFIG CHECKPOINT 8  # 8 GPUs (or 8 CPU processes over gloo)
 """
 import argparse
 import json
@@ -28,8 +30,7 @@ from mmengine.runner import Runner  # noqa: E402
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description='Test (evaluate) a checkpoint with a clusterseg config.',
-        epilog='example: python tools/test.py configs/_base_/demo/fcn_synthetic-ade20k.py '
-               'work_dirs/demo/iter_200.pth --show-dir vis',
+        epilog='Example:' + __doc__.split('Example:')[1],
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('config', help='test config file path')
     parser.add_argument('checkpoint', help='checkpoint file')

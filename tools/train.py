@@ -1,7 +1,15 @@
 """Train any clusterseg / mmpretrain / mmdet / mmseg config (the config's default_scope decides).
 
+Progress and losses are logged by MMEngine's runner (every ``default_hooks.logger.interval`` iters).
+
 Example:
-    python tools/train.py configs/_base_/demo/fcn_synthetic-ade20k.py --work-dir work_dirs/demo
+    # the 300-iteration SegFormer demo on the synthetic ADE20K-format set
+    # (python tools/misc/make_synthetic_data.py --task seg writes data/synthetic_ade20k)
+    python tools/train.py configs/demo/segformer_mit-b0_1xb8-300it_synthetic-ade20k-128x128.py \\
+        --work-dir work_dirs/demo
+    # PaCa-ViT-tiny + PaCa head, overriding the schedule from the command line
+    python tools/train.py configs/pacavit/pacahead_pacavit-tiny_1xb4-300it_synthetic-ade20k-128x128.py \\
+        --work-dir work_dirs/pacahead --cfg-options train_cfg.max_iters=100
     bash tools/dist_train.sh CONFIG 8            # 8 GPUs (or 8 CPU processes over gloo)
 """
 import argparse
@@ -25,8 +33,7 @@ from mmengine.runner import Runner  # noqa: E402
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description='Train a model from a clusterseg (mmpretrain / mmdet / mmseg) config.',
-        epilog='example: python tools/train.py '
-               'configs/_base_/demo/fcn_synthetic-ade20k.py --work-dir work_dirs/demo',
+        epilog='Example:' + __doc__.split('Example:')[1],
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('config', help='train config file path')
     parser.add_argument('--work-dir', help='the dir to save logs and models')

@@ -1,6 +1,18 @@
 #!/usr/bin/env bash
 # The main job behind `make demo`: synthetic ADE20K-format data -> tools/train.py -> tools/test.py.
-#   bash tools/misc/demo.sh PYTHON CONFIG WORK_DIR
+usage() {
+    cat <<'USAGE'
+usage: bash tools/misc/demo.sh [PYTHON] [CONFIG] [WORK_DIR]
+
+Generate the synthetic ADE20K-format set (data/synthetic_ade20k, once), train CONFIG, test the
+last checkpoint and print the mIoU. Run from the repository root.
+Defaults: PYTHON .venv/bin/python, CONFIG the SegFormer-B0 demo config, WORK_DIR work_dirs/demo.
+
+Example:
+  bash tools/misc/demo.sh .venv/bin/python configs/demo/segformer_mit-b0_1xb8-300it_synthetic-ade20k-128x128.py work_dirs/demo
+USAGE
+}
+case "${1:-}" in -h|--help) usage; exit 0 ;; esac
 set -euo pipefail
 PY=${1:-.venv/bin/python}
 CONFIG=${2:-configs/demo/segformer_mit-b0_1xb8-300it_synthetic-ade20k-128x128.py}

@@ -138,7 +138,8 @@ def check_against_config(state, config):
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description='Convert kMaX-DeepLab detectron2 weights to clusterseg keys.',
-        epilog=__doc__.split('Example:')[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog='Example:' + __doc__.split('Example:')[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('src', help='detectron2 checkpoint (.pth, or TF-converted .pkl)')
     parser.add_argument('dst', help='output path')
     parser.add_argument('--config', help='a clusterseg config whose model must accept the weights')

@@ -27,7 +27,8 @@ from clusterseg.utils.progress import Progress, add_progress_argument, echo  # n
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description='Convert official PaCa-ViT weights to clusterseg keys.',
-        epilog=__doc__.split('Example:')[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog='Example:' + __doc__.split('Example:')[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('src', help='official checkpoint (.pth)')
     parser.add_argument('dst', help='output path')
     parser.add_argument('--config', help='a clusterseg config whose model must accept the weights')

@@ -12,6 +12,9 @@ of pooling positions and attention-sharing masks under a FLOPs budget, and write
    start from the inherited weights with --export-weights and ``load_from``), plus
    ``search_results.json`` with every scored candidate.
 
+Progress bars (supernet steps, MACs counting, candidate scoring) go to stderr; the log lines on
+stdout and the written files are the same with --no-progress.
+
 Example:
     python tools/misc/make_synthetic_data.py --task cls --out data/synthetic_imagenet
     python tools/search/psvit_search.py --data-root data/synthetic_imagenet \\
@@ -41,6 +44,7 @@ from clusterseg.models.backbones.psvit import PSViT, PSViTBlock, _stage_of_layer
 from clusterseg.models.backbones.psvit_supernet import PSViTSearchSpace, PSViTSupernet  # noqa: E402
 from clusterseg.models.layers.token_pool import pooled_hw  # noqa: E402
 from clusterseg.utils.complexity import count_complexity  # noqa: E402
+from clusterseg.utils.progress import Progress, add_progress_argument, echo, track  # noqa: E402
 
 MEAN = torch.tensor([123.675, 116.28, 103.53]).view(1, 3, 1, 1)
 STD = torch.tensor([58.395, 57.12, 57.375]).view(1, 3, 1, 1)
@@ -83,11 +87,12 @@ def parse_args(argv=None):
     o.add_argument('--export-weights', action='store_true',
                    help='also save the chosen subnet\'s inherited weights (mmpretrain layout)')
     p.add_argument('--seed', type=int, default=0)
+    add_progress_argument(p)
     return p.parse_args(argv)
 
 
 def log(msg):
-    print(f'[psvit_search {time.strftime("%H:%M:%S")}] {msg}', flush=True)
+    echo(f'[psvit_search {time.strftime("%H:%M:%S")}] {msg}')
 
 
 def load_split(root, split, size):
@@ -128,25 +133,27 @@ def train_supernet(net, space, data, args, rng):
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda i: min(1., (i + 1) / max(1, steps_per_epoch)) * 0.5 * (1 + math.cos(math.pi * i / total)))
     net.train()
-    for epoch in range(args.epochs):
-        perm = torch.randperm(len(x))
-        losses, correct = [], 0
-        for i in range(steps_per_epoch):
-            idx = perm[i * args.batch_size:(i + 1) * args.batch_size]
-            xb = x[idx]
-            flip = torch.rand(len(idx)) < 0.5
-            xb = torch.where(flip.view(-1, 1, 1, 1), xb.flip(-1), xb)
-            arch = space.sample(rng)
-            logits = net(xb, arch)
-            loss = F.cross_entropy(logits, y[idx], label_smoothing=0.1)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            losses.append(loss.item())
-            correct += (logits.argmax(1) == y[idx]).sum().item()
-        log(f'supernet epoch {epoch + 1}/{args.epochs}: loss {sum(losses) / len(losses):.4f}, '
-            f'train top-1 (sampled archs) {100 * correct / len(x):.1f}%')
+    with Progress(total, 'supernet training steps', enabled=not args.no_progress) as bar:
+        for epoch in range(args.epochs):
+            perm = torch.randperm(len(x))
+            losses, correct = [], 0
+            for i in range(steps_per_epoch):
+                idx = perm[i * args.batch_size:(i + 1) * args.batch_size]
+                xb = x[idx]
+                flip = torch.rand(len(idx)) < 0.5
+                xb = torch.where(flip.view(-1, 1, 1, 1), xb.flip(-1), xb)
+                arch = space.sample(rng)
+                logits = net(xb, arch)
+                loss = F.cross_entropy(logits, y[idx], label_smoothing=0.1)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                sched.step()
+                losses.append(loss.item())
+                correct += (logits.argmax(1) == y[idx]).sum().item()
+                bar.update()
+            log(f'supernet epoch {epoch + 1}/{args.epochs}: loss {sum(losses) / len(losses):.4f}, '
+                f'train top-1 (sampled archs) {100 * correct / len(x):.1f}%')
 
 
 @torch.no_grad()
@@ -216,13 +223,14 @@ def search(net, space, val, args, rng, num_classes):
         mode = 'exhaustive' if size <= args.population * args.generations else 'evolution'
     log(f'compact set: {size} architectures; search: {mode}; budget {args.flops_budget} M MACs at '
         f'{shape[0]}x{shape[1]}')
+    show = not args.no_progress
     if mode == 'exhaustive':
-        fit = [a for a in space if macs(a) <= args.flops_budget]
+        fit = [a for a in track(space, size, 'counting MACs', show) if macs(a) <= args.flops_budget]
         if not fit:
             raise SystemExit(f'no architecture fits {args.flops_budget} M MACs: the cheapest needs '
                              f'{min(flops_cache.values())[0]:.2f} M')
         log(f'{len(fit)} of {size} fit the budget; scoring them')
-        for a in fit:
+        for a in track(fit, desc='scoring candidates', enabled=show):
             score(a)
     else:
         def sample_fit(make, tries=200):
@@ -245,7 +253,7 @@ def search(net, space, val, args, rng, num_classes):
             raise SystemExit(f'no sampled architecture fits {args.flops_budget} M MACs (cheapest seen: '
                              f'{min(v[0] for v in flops_cache.values()):.2f} M)')
         for gen in range(args.generations):
-            for a in pop:
+            for a in track(pop, desc=f'generation {gen + 1}/{args.generations}: scoring', enabled=show):
                 score(a)
             ranked = sorted(scores, key=lambda a: scores[a], reverse=True)
             parents = ranked[:args.parents]
