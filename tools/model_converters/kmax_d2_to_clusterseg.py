@@ -21,7 +21,6 @@ permutation is applied; TF-converted ADE20K / Cityscapes classifiers must be per
 import argparse
 import os
 import os.path as osp
-import pickle
 import re
 import sys
 from collections import OrderedDict
@@ -32,7 +31,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import clusterseg  # noqa: E402,F401  (safe checkpoint loading)
-from clusterseg.utils.checkpoint import safe_torch_load  # noqa: E402
+from clusterseg.utils.checkpoint import safe_pickle_load, safe_torch_load  # noqa: E402
 from clusterseg.utils.progress import Progress, add_progress_argument, echo  # noqa: E402
 
 _ASPP = {'_aspp_conv0': 'aspp_conv0', '_aspp_conv1': 'aspp_dilated.0', '_aspp_conv2': 'aspp_dilated.1',
@@ -114,8 +113,7 @@ def convert(state, head_prefix='panoptic_head'):
 
 def load_d2_checkpoint(path):
     if path.endswith('.pkl'):
-        with open(path, 'rb') as f:
-            ckpt = pickle.load(f, encoding='latin1')
+        ckpt = safe_pickle_load(path)  # allowlisted: numpy arrays, dicts
     else:
         ckpt = safe_torch_load(path, map_location='cpu')
     return ckpt.get('model', ckpt)
