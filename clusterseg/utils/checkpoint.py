@@ -128,7 +128,8 @@ def safe_torch_load(f, map_location=None, name=None):
 
 class _AllowlistUnpickler(pickle.Unpickler):
     """Plain-pickle reader (detectron2 ``.pkl`` weights: dicts of numpy arrays) that resolves
-    only the checkpoint allowlist's globals plus ``collections.OrderedDict``."""
+    only the checkpoint allowlist's globals plus ``collections.OrderedDict``, ``_codecs.encode``
+    (bytes in protocol-2 pickles) and numpy's ``_frombuffer`` (arrays in protocol-5 pickles)."""
 
     def find_class(self, module, name):
         qual = f'{module}.{name}'
@@ -140,6 +141,13 @@ class _AllowlistUnpickler(pickle.Unpickler):
         if qual == 'collections.OrderedDict':
             import collections
             return collections.OrderedDict
+        if qual == '_codecs.encode':  # how protocol-2 pickles store bytes (numpy array data)
+            import codecs
+            return codecs.encode
+        if qual in ('numpy._core.numeric._frombuffer', 'numpy.core.numeric._frombuffer'):
+            # protocol >= 5 arrays: frombuffer(bytes, dtype).reshape(shape), nothing else
+            np_core = getattr(np, '_core', None) or np.core
+            return np_core.numeric._frombuffer
         if qual in ('numpy.dtype', 'numpy.ndarray'):
             return getattr(np, name)
         raise UnsafeCheckpointError(f'GLOBAL {qual} is not allowed')
