@@ -59,6 +59,6 @@ METRICS = Registry('metric', parent=MMENGINE_METRICS, locations=[])
 EVALUATOR = Registry('evaluator', parent=MMENGINE_EVALUATOR, locations=[])
 
 VISUALIZERS = Registry(
-    'visualizer', parent=MMENGINE_VISUALIZERS, locations=[])
+    'visualizer', parent=MMENGINE_VISUALIZERS, locations=['clusterseg.visualization'])
 VISBACKENDS = Registry(
     'vis_backend', parent=MMENGINE_VISBACKENDS, locations=[])

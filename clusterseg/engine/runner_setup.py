@@ -90,12 +90,22 @@ def _replace_syncbn(node):
 
 
 def adapt_to_device(cfg, logger=print):
-    """Adapt a GPU recipe to a CPU-only machine: SyncBN -> BN, no cudnn benchmark."""
+    """Adapt a GPU recipe to a CPU-only machine: SyncBN -> BN, ``AmpOptimWrapper`` (fp16 mixed
+    precision, CUDA only) -> ``OptimWrapper`` (fp32, same optimizer and clipping), no cudnn
+    benchmark. Each change is logged. (``--amp`` asked for on the command line stays an error.)"""
     if torch.cuda.is_available():
         return
     n = _replace_syncbn(cfg.model)
     if n:
         logger(f'[clusterseg] no CUDA device: replaced {n} SyncBN layer config(s) with BN')
+    wrapper = cfg.get('optim_wrapper', None)
+    if isinstance(wrapper, dict) and wrapper.get('type') in ('AmpOptimWrapper',
+                                                             'mmengine.AmpOptimWrapper'):
+        wrapper['type'] = 'OptimWrapper'
+        for key in ('loss_scale', 'dtype', 'use_fsdp'):
+            wrapper.pop(key, None)
+        logger('[clusterseg] no CUDA device: optim_wrapper.type AmpOptimWrapper (fp16 mixed '
+               'precision needs CUDA) replaced with OptimWrapper: this run trains in fp32')
     if cfg.get('env_cfg', None) is not None:
         cfg.env_cfg.cudnn_benchmark = False
 

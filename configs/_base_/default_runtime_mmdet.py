@@ -13,7 +13,9 @@ env_cfg = dict(
     dist_cfg=dict(backend='nccl'),
 )
 vis_backends = [dict(type='LocalVisBackend')]
-visualizer = dict(type='DetLocalVisualizer', vis_backends=vis_backends, name='visualizer')
+# clusterseg's subclass also draws an all-VOID panoptic prediction (mmdet's raises)
+visualizer = dict(type='clusterseg.DetLocalVisualizer', vis_backends=vis_backends,
+                  name='visualizer')
 log_processor = dict(type='LogProcessor', window_size=50, by_epoch=True)
 log_level = 'INFO'
 load_from = None
