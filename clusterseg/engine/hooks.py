@@ -1,6 +1,7 @@
 """Runner hooks: stop on a non-finite loss, write checkpoints atomically."""
 import math
 import os
+import os.path as osp
 
 from mmengine.hooks import Hook
 
@@ -222,3 +223,142 @@ class DistributedLossMeanHook(Hook):
         stacked /= world
         for k, v in zip(keys, stacked):
             outputs[k] = v
+
+
+def process_memory_mib(pid):
+    """``(rss, pss)`` of process ``pid`` in MiB from ``/proc`` (Linux); ``pss`` (the process's
+    share of pages shared with others, e.g. DataLoader workers' copy-on-write pages) is ``None``
+    where ``smaps_rollup`` is unavailable. Returns ``(None, None)`` for a process that is gone."""
+    rss = pss = None
+    try:
+        with open(f'/proc/{pid}/status') as f:
+            for line in f:
+                if line.startswith('VmRSS:'):
+                    rss = int(line.split()[1]) / 1024
+                    break
+        with open(f'/proc/{pid}/smaps_rollup') as f:
+            for line in f:
+                if line.startswith('Pss:'):
+                    pss = int(line.split()[1]) / 1024
+                    break
+    except OSError:
+        pass
+    return rss, pss
+
+
+def child_pids(pid=None):
+    """Direct children of ``pid`` (default: this process), e.g. its DataLoader workers."""
+    pid = pid or os.getpid()
+    kids = []
+    try:
+        for tid in os.listdir(f'/proc/{pid}/task'):
+            with open(f'/proc/{pid}/task/{tid}/children') as f:
+                kids += [int(p) for p in f.read().split()]
+    except OSError:
+        pass
+    return sorted(set(kids))
+
+
+@HOOKS.register_module()
+class MemoryMonitorHook(Hook):
+    """Record the resident memory of the training process and of its DataLoader workers.
+
+    A sample is the RSS and PSS (MiB) of the main process and the sum over its child processes
+    (the workers). The first sample is taken after ``warmup_iters`` training iterations (the
+    model, optimizer state and first batches are allocated by then), the last one after the
+    last iteration of the first training epoch (epoch-based loops) or of the run (iteration-based
+    loops); every ``interval`` iterations a sample is logged as ``rss_main_mib`` /
+    ``rss_workers_mib``. At the end the samples, their growth, and the number of iterations in
+    between are written to ``work_dir/out_file`` (JSON) and logged in one line.
+
+    Linux only (reads ``/proc``); elsewhere it logs a warning once and does nothing.
+
+    Args:
+        interval (int): log a sample every this many iterations. Default: 50.
+        warmup_iters (int): iterations before the start sample. Default: 5.
+        out_file (str): JSON file written in the work dir. Default: ``'memory.json'``.
+        trim (bool): release the main process's freed heap memory before each sample (see
+            :meth:`sample`); without it the RSS of a healthy run moves by about one batch
+            depending on when the allocator last grew. Default: True.
+    """
+
+    priority = 'LOW'
+
+    def __init__(self, interval=50, warmup_iters=5, out_file='memory.json', trim=True):
+        if int(interval) <= 0 or int(warmup_iters) < 1:
+            raise ValueError(f'MemoryMonitorHook: interval must be > 0 and warmup_iters >= 1, '
+                             f'got interval={interval}, warmup_iters={warmup_iters}')
+        self.interval, self.warmup_iters, self.out_file = int(interval), int(warmup_iters), out_file
+        self.trim = trim
+        self.samples = {}
+        self._enabled = osp.isdir('/proc/self')
+
+    @staticmethod
+    def sample(trim=False):
+        """One measurement: main process and the sum over its children (workers).
+
+        With ``trim``, the main process first returns freed heap memory to the system
+        (``gc.collect()`` + glibc ``malloc_trim(0)``), so that its RSS counts memory in use rather
+        than what the allocator keeps cached from the largest batch seen so far."""
+        if trim:
+            import ctypes
+            import gc
+            gc.collect()
+            try:
+                ctypes.CDLL('libc.so.6').malloc_trim(0)
+            except (OSError, AttributeError):
+                pass
+        main_rss, main_pss = process_memory_mib(os.getpid())
+        kids = [process_memory_mib(p) for p in child_pids()]
+        kids = [k for k in kids if k[0] is not None]
+        return dict(main_rss=main_rss, main_pss=main_pss, num_workers=len(kids),
+                    workers_rss=sum(k[0] for k in kids),
+                    workers_pss=(sum(k[1] for k in kids)
+                                 if all(k[1] is not None for k in kids) else None))
+
+    def before_run(self, runner):
+        if not self._enabled:
+            runner.logger.warning('MemoryMonitorHook: /proc is not available; not measuring')
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        if not self._enabled:
+            return
+        it = runner.iter + 1
+        if it == self.warmup_iters:
+            self.samples['start'] = dict(self.sample(self.trim), iter=it)
+        if it % self.interval == 0:
+            s = self.sample(self.trim)
+            self.samples.setdefault('trace', []).append(
+                dict(iter=it, main_rss=round(s['main_rss'], 1),
+                     workers_rss=round(s['workers_rss'], 1)))
+            runner.message_hub.update_scalar('train/rss_main_mib', s['main_rss'])
+            runner.message_hub.update_scalar('train/rss_workers_mib', s['workers_rss'])
+        # sample the end inside the last iteration: non-persistent workers exit with the epoch
+        if 'end' not in self.samples:
+            if hasattr(runner.train_loop, 'max_epochs'):
+                last = batch_idx + 1 == len(runner.train_loop.dataloader)
+            else:
+                last = it == runner.max_iters
+            if last:
+                self._finish(runner, it)
+
+    def _finish(self, runner, it):
+        import json
+        if 'start' not in self.samples:
+            runner.logger.warning(f'MemoryMonitorHook: the run ended before warmup_iters='
+                                  f'{self.warmup_iters}; no start sample')
+            return
+        self.samples['end'] = dict(self.sample(self.trim), iter=it)
+        start, end = self.samples['start'], self.samples['end']
+        growth = {k: end[k] - start[k] for k in ('main_rss', 'main_pss', 'workers_rss',
+                                                 'workers_pss')
+                  if start[k] is not None and end[k] is not None}
+        self.samples['growth'] = growth
+        path = osp.join(runner.work_dir, self.out_file)
+        with open(path, 'w') as f:
+            json.dump(self.samples, f, indent=1)
+        runner.logger.info(
+            f'MemoryMonitorHook: iterations {start["iter"]} -> {end["iter"]}: RSS main '
+            f'{start["main_rss"]:.0f} -> {end["main_rss"]:.0f} MiB, workers '
+            f'({end["num_workers"]}) {start["workers_rss"]:.0f} -> {end["workers_rss"]:.0f} MiB '
+            f'(written to {path})')
