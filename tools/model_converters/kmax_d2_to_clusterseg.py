@@ -19,7 +19,6 @@ Class order: COCO's detectron2 contiguous order (80 things, 53 stuff, void) is m
 permutation is applied; TF-converted ADE20K / Cityscapes classifiers must be permuted first.
 """
 import argparse
-import os
 import os.path as osp
 import re
 import sys
@@ -32,7 +31,8 @@ import torch  # noqa: E402
 
 import clusterseg  # noqa: E402,F401  (safe checkpoint loading)
 from clusterseg.utils.checkpoint import safe_pickle_load, safe_torch_load  # noqa: E402
-from clusterseg.utils.progress import Progress, add_progress_argument, echo  # noqa: E402
+from clusterseg.models.converters import check_against_config, run_conversion  # noqa: E402,F401
+from clusterseg.utils.progress import add_progress_argument  # noqa: E402
 
 _ASPP = {'_aspp_conv0': 'aspp_conv0', '_aspp_conv1': 'aspp_dilated.0', '_aspp_conv2': 'aspp_dilated.1',
          '_aspp_conv3': 'aspp_dilated.2', '_aspp_pool': 'aspp_pool', '_proj_conv_bn_act': 'proj_conv_bn_act'}
@@ -119,20 +119,6 @@ def load_d2_checkpoint(path):
     return ckpt.get('model', ckpt)
 
 
-def check_against_config(state, config):
-    from mmengine.config import Config
-    from mmengine.registry import init_default_scope
-
-    import clusterseg.models  # noqa: F401
-    from clusterseg.utils.state_dict import check_state_dict_fits
-    cfg = Config.fromfile(config)
-    init_default_scope(cfg.default_scope)
-    cfg.model.get('backbone', {}).pop('init_cfg', None)
-    scope_registry = __import__(f'{cfg.default_scope}.registry', fromlist=['MODELS'])
-    model = scope_registry.MODELS.build(cfg.model)
-    check_state_dict_fits(model.state_dict(), state, name=f'converted weights -> {config}')
-
-
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description='Convert kMaX-DeepLab detectron2 weights to clusterseg keys.',
@@ -149,24 +135,16 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    steps = 4 if args.config else 3  # read, convert, (check), write
-    with Progress(steps, 'conversion steps', enabled=not args.no_progress) as bar:
-        echo(f'[kmax_d2_to_clusterseg] reading {args.src}')
-        d2_state = load_d2_checkpoint(args.src)
-        bar.update()
+
+    def convert_all(d2_state):
         state, unknown = convert(d2_state, args.head_prefix)
-        bar.update()
         if unknown:
             shown = '\n  '.join(unknown[:40])
             raise SystemExit(f'[kmax_d2_to_clusterseg] {len(unknown)} keys have no mapping:\n  {shown}')
-        if args.config:
-            check_against_config(state, args.config)
-            bar.update()
-            echo(f'[kmax_d2_to_clusterseg] {len(state)} tensors fit {args.config}')
-        os.makedirs(osp.dirname(osp.abspath(args.dst)), exist_ok=True)
-        torch.save({'state_dict': state, 'meta': {'converted_from': osp.basename(args.src)}}, args.dst)
-        bar.update()
-    print(f'[kmax_d2_to_clusterseg] wrote {len(state)} tensors to {args.dst}')
+        return state
+
+    run_conversion('kmax_d2_to_clusterseg', args.src, args.dst, load=load_d2_checkpoint,
+                   convert=convert_all, config=args.config, progress=not args.no_progress)
 
 
 if __name__ == '__main__':

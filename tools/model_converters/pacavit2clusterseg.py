@@ -10,18 +10,17 @@ mismatch lists the missing, unexpected and mis-shaped keys. A progress bar over 
 convert, check, write) goes to stderr (--no-progress: none).
 """
 import argparse
-import os
 import os.path as osp
 import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
-import torch  # noqa: E402
 
 import clusterseg  # noqa: E402,F401  (safe checkpoint loading)
-from clusterseg.models.converters import pacavit_official_to_clusterseg  # noqa: E402
+from clusterseg.models.converters import (pacavit_official_to_clusterseg,  # noqa: E402
+                                          run_conversion)
 from clusterseg.utils.checkpoint import safe_torch_load  # noqa: E402
-from clusterseg.utils.progress import Progress, add_progress_argument, echo  # noqa: E402
+from clusterseg.utils.progress import add_progress_argument  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -36,36 +35,12 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def check_against_config(state, config):
-    from mmengine.config import Config
-    from mmengine.registry import init_default_scope
-
-    from clusterseg.utils.state_dict import check_state_dict_fits
-    cfg = Config.fromfile(config)
-    init_default_scope(cfg.default_scope)
-    cfg.model.get('backbone', {}).pop('init_cfg', None)
-    scope_registry = __import__(f'{cfg.default_scope}.registry', fromlist=['MODELS'])
-    model = scope_registry.MODELS.build(cfg.model)
-    check_state_dict_fits(model.state_dict(), state, name=f'converted weights -> {config}')
-
-
 def main(argv=None):
     args = parse_args(argv)
-    steps = 4 if args.config else 3  # read, convert, (check), write
-    with Progress(steps, 'conversion steps', enabled=not args.no_progress) as bar:
-        echo(f'[pacavit2clusterseg] reading {args.src}')
-        official = safe_torch_load(args.src, map_location='cpu')
-        bar.update()
-        state = pacavit_official_to_clusterseg(official)
-        bar.update()
-        if args.config:
-            check_against_config(state, args.config)
-            bar.update()
-            echo(f'[pacavit2clusterseg] {len(state)} tensors fit {args.config}')
-        os.makedirs(osp.dirname(osp.abspath(args.dst)), exist_ok=True)
-        torch.save({'state_dict': state, 'meta': {'converted_from': osp.basename(args.src)}}, args.dst)
-        bar.update()
-    print(f'[pacavit2clusterseg] wrote {len(state)} tensors to {args.dst}')
+    run_conversion('pacavit2clusterseg', args.src, args.dst,
+                   load=lambda path: safe_torch_load(path, map_location='cpu'),
+                   convert=pacavit_official_to_clusterseg, config=args.config,
+                   progress=not args.no_progress)
 
 
 if __name__ == '__main__':
