@@ -2,7 +2,8 @@
 
 Panels, left to right: the model's drawn prediction (as demo/image_demo.py makes it), each
 PaCa-ViT stage's patch-to-cluster assignment (argmax over the M clusters, one colour per
-cluster) or ClusTR's density-peaks clusters, and a PaCa head's per-class clusters.
+cluster) or ClusTR's density-peaks clusters, a PaCa head's per-class clusters, and kMaX-DeepLab's
+k-means clusters (each pixel's argmax over the object queries in the last decoder layer).
 """
 import argparse
 import os
@@ -22,7 +23,8 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('img', help='image file')
-    parser.add_argument('config', help='config of a model with clusters (PaCa-ViT, ClusTR, PaCa head)')
+    parser.add_argument('config', help='config of a model with clusters (PaCa-ViT, ClusTR, PaCa head, '
+                        'kMaX-DeepLab)')
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--out-file', required=True, help='where to write the PNG')
     parser.add_argument('--device', default='cpu', help='device, e.g. cpu or cuda:0')

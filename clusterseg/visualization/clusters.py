@@ -3,6 +3,10 @@
 - PaCa-ViT: per stage, the patch-to-cluster assignment (B, M_i, H_i, W_i) -> argmax over M_i.
 - ClusTR: per stage, the density-peaks cluster index of each token (last block, first scale).
 - PaCa head: the per-class cluster assignment (B, L, H0, W0) -> argmax over L.
+- kMaX-DeepLab (panoptic or semantic head): the k-means assignment of the last decoder layer,
+  each pixel's argmax over the K cluster centres (object queries) of the final mask logits, which
+  is the hard assignment kMaX's k-means cross-attention uses. On the padded input
+  (kMaX runs at a fixed size) and cropped back to the image.
 """
 import inspect
 from typing import List, Tuple
@@ -66,10 +70,36 @@ def cluster_maps(inferencer, img) -> List[Tuple[str, np.ndarray]]:
         if head is not None and hasattr(head, 'cluster_maps'):
             assign = head.cluster_maps(model.extract_feat(x))  # (1, L, H0, W0)
             maps.append((f'head: {assign.shape[1]} class clusters', assign[0].argmax(0).cpu().numpy()))
+        kmax = getattr(model, 'panoptic_head', None) or head
+        if kmax is not None and hasattr(kmax, 'forward_all') and hasattr(kmax, 'transformer_decoder'):
+            maps.append(_kmax_assignment(model, kmax, x))
     if not maps:
         raise ValueError(f'{type(model).__name__} with {type(backbone).__name__} exposes no '
-                         'clusters (expected a PaCa-ViT/ClusTR backbone or a PaCa head)')
+                         'clusters (expected a PaCa-ViT/ClusTR backbone, a PaCa head or a '
+                         'kMaX-DeepLab head)')
     return maps
+
+
+def _kmax_assignment(model, head, x):
+    """(title, (h, w) map): each pixel's k-means cluster (argmax over the K centres) in kMaX's last
+    decoder layer, cropped to the un-padded image."""
+    import torch.nn.functional as F
+    H, W = x.shape[-2:]
+    if hasattr(model, 'pad_to_input_size'):  # mmdet KMaXDeepLab: pads, or names the sizes
+        from mmdet.structures import DetDataSample
+        x = model.pad_to_input_size(x, [DetDataSample(metainfo=dict(img_shape=(H, W)))])
+    elif getattr(head, 'input_size', None) is not None:  # mmseg KMaXSegHead
+        size = head.input_size
+        if H > size[0] or W > size[1]:
+            raise ValueError(f'kMaX runs at the fixed input size {tuple(size)} but the image is '
+                             f'{H}x{W} after the test pipeline')
+        x = F.pad(x, (0, size[1] - W, 0, size[0] - H), value=0)
+    mask_logits = head.forward_all(model.extract_feat(x))['final']['mask_logits']  # (1, K, h, w)
+    k, h, w = mask_logits.shape[1:]
+    ph, pw = x.shape[-2:]
+    index = mask_logits[0].argmax(0)[:max(1, round(h * H / ph)), :max(1, round(w * W / pw))]
+    index = index.cpu().numpy()
+    return (f'k-means: {len(np.unique(index))} of {k} clusters used', index)
 
 
 def _titled(img: np.ndarray, title: str) -> np.ndarray:

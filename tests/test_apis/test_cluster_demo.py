@@ -69,3 +69,31 @@ def test_compose_panels_colours_each_cluster():
     assert (rgb[0, 2] == rgb[2, 2]).all() and (rgb[0, 0] != rgb[0, 2]).any()
     strip = compose_panels(np.zeros((8, 16, 3), np.uint8), [('a', index)], height=8)
     assert strip.shape == (8 + 18, 16 + 4 + 16, 3)
+
+
+def test_cluster_maps_kmax_kmeans_assignment(inference_files):
+    """kMaX-DeepLab: each pixel's k-means cluster of the last decoder layer, on the padded input
+    and cropped to the image; the same as the argmax of the model's own forward (its padding)."""
+    import numpy as np
+    import torch
+    from mmdet.structures import DetDataSample
+
+    from clusterseg.apis import init_inferencer
+    from clusterseg.visualization import cluster_maps
+    from clusterseg.visualization.clusters import _kmax_assignment, _model_inputs
+    img, ckpts = inference_files
+    inferencer = init_inferencer(config_path('panoptic'), ckpts['panoptic'])
+    model = inferencer.model
+    k = model.panoptic_head.num_queries
+    (title, index), = cluster_maps(inferencer, img)  # an R18 backbone: only the decoder's clusters
+    assert title.startswith('k-means:') and title.endswith(f'of {k} clusters used')
+    assert index.shape == (32, 32) and 0 <= index.min() and index.max() < k  # 128 px, stride 4
+    assert f'{len(np.unique(index))} of' in title
+    with torch.no_grad():
+        x = _model_inputs(inferencer, img)[..., :96, :]  # an input smaller than the fixed size
+        _, small = _kmax_assignment(model, model.panoptic_head, x)
+        _, mask_logits = model._forward(x, [DetDataSample(metainfo=dict(img_shape=(96, 128)))])
+    assert small.shape == (24, 32)  # cropped back to the image
+    assert np.array_equal(small, mask_logits[-1][0].argmax(0)[:24, :32].numpy())
+    with pytest.raises(ValueError, match='fixed input size 128x128'):
+        _kmax_assignment(model, model.panoptic_head, torch.zeros(1, 3, 128, 160))
