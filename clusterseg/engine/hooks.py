@@ -335,7 +335,8 @@ class MemoryMonitorHook(Hook):
             runner.message_hub.update_scalar('train/rss_workers_mib', s['workers_rss'])
         # sample the end inside the last iteration: non-persistent workers exit with the epoch
         if 'end' not in self.samples:
-            if hasattr(runner.train_loop, 'max_epochs'):
+            from mmengine.runner import EpochBasedTrainLoop
+            if isinstance(runner.train_loop, EpochBasedTrainLoop):
                 last = batch_idx + 1 == len(runner.train_loop.dataloader)
             else:
                 last = it == runner.max_iters

@@ -106,3 +106,32 @@ def test_memory_monitor_sees_growth():
     del held
     with pytest.raises(ValueError, match='interval must be > 0'):
         MemoryMonitorHook(interval=0)
+
+
+def test_memory_monitor_end_sample(tmp_path):
+    """The end sample: the last iteration of the run (iteration-based loops, even shorter than an
+    epoch) or of the first epoch (epoch-based loops)."""
+    import logging
+    from types import SimpleNamespace
+
+    from mmengine.logging import MessageHub
+    from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
+
+    def run(loop_cls, max_iters, dataloader_len, iters):
+        loop = loop_cls.__new__(loop_cls)
+        loop.dataloader = list(range(dataloader_len))
+        runner = SimpleNamespace(train_loop=loop, max_iters=max_iters, work_dir=str(tmp_path),
+                                 logger=logging.getLogger('test'), iter=0,
+                                 message_hub=MessageHub.get_instance('mem_test'))
+        hook = MemoryMonitorHook(interval=2, warmup_iters=1)
+        for i in range(iters):
+            runner.iter = i
+            batch_idx = i % dataloader_len if loop_cls is EpochBasedTrainLoop else i
+            hook.after_train_iter(runner, batch_idx)
+        return hook.samples
+
+    samples = run(IterBasedTrainLoop, max_iters=6, dataloader_len=50, iters=6)
+    assert samples['start']['iter'] == 1 and samples['end']['iter'] == 6
+    samples = run(EpochBasedTrainLoop, max_iters=30, dataloader_len=10, iters=30)
+    assert samples['end']['iter'] == 10  # the first epoch
+    assert json.loads((tmp_path / 'memory.json').read_text())['end']['iter'] == 10
