@@ -29,13 +29,19 @@ def colour_index_map(index: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
     return cv2.resize(rgb, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
 
 
-def _model_inputs(inferencer, img):
-    """The batch the model sees for ``img``: the inferencer's own pipeline and preprocessor."""
+def _model_inputs(inferencer, img, with_shape=False):
+    """The batch the model sees for ``img``: the inferencer's own pipeline and preprocessor.
+    With ``with_shape``, also the (H, W) of the image inside the possibly padded batch."""
     batch = next(iter(inferencer.preprocess([img], batch_size=1)))
     if isinstance(batch, (tuple, list)):  # mmdet yields (original inputs, data)
         batch = batch[1]
     data = inferencer.model.data_preprocessor(batch, False)
-    return data['inputs']
+    if not with_shape:
+        return data['inputs']
+    samples = data.get('data_samples') or [None]
+    meta = getattr(samples[0], 'metainfo', {}) or {}
+    shape = tuple(meta.get('img_shape', data['inputs'].shape[-2:]))[:2]
+    return data['inputs'], shape
 
 
 def _accepts(fn, name):
@@ -54,7 +60,7 @@ def cluster_maps(inferencer, img) -> List[Tuple[str, np.ndarray]]:
     model = inferencer.model
     scope = type(inferencer).__module__.split('.')[0]
     with DefaultScope.overwrite_default_scope(scope):
-        x = _model_inputs(inferencer, img)  # (1, 3, H, W)
+        x, img_shape = _model_inputs(inferencer, img, with_shape=True)  # (1, 3, H, W)
         backbone = getattr(model, 'backbone', None)
         maps = []
         if backbone is not None and _accepts(backbone.forward, 'return_clusters'):
@@ -72,7 +78,7 @@ def cluster_maps(inferencer, img) -> List[Tuple[str, np.ndarray]]:
             maps.append((f'head: {assign.shape[1]} class clusters', assign[0].argmax(0).cpu().numpy()))
         kmax = getattr(model, 'panoptic_head', None) or head
         if kmax is not None and hasattr(kmax, 'forward_all') and hasattr(kmax, 'transformer_decoder'):
-            maps.append(_kmax_assignment(model, kmax, x))
+            maps.append(_kmax_assignment(model, kmax, x, img_shape))
     if not maps:
         raise ValueError(f'{type(model).__name__} with {type(backbone).__name__} exposes no '
                          'clusters (expected a PaCa-ViT/ClusTR backbone, a PaCa head or a '
@@ -80,11 +86,12 @@ def cluster_maps(inferencer, img) -> List[Tuple[str, np.ndarray]]:
     return maps
 
 
-def _kmax_assignment(model, head, x):
+def _kmax_assignment(model, head, x, img_shape=None):
     """(title, (h, w) map): each pixel's k-means cluster (argmax over the K centres) in kMaX's last
-    decoder layer, cropped to the un-padded image."""
+    decoder layer, cropped to the image (``img_shape``: its (H, W) inside ``x``, which mmseg's
+    preprocessor has already padded to the fixed size; default: all of ``x``)."""
     import torch.nn.functional as F
-    H, W = x.shape[-2:]
+    H, W = img_shape or x.shape[-2:]
     if hasattr(model, 'pad_to_input_size'):  # mmdet KMaXDeepLab: pads, or names the sizes
         from mmdet.structures import DetDataSample
         x = model.pad_to_input_size(x, [DetDataSample(metainfo=dict(img_shape=(H, W)))])
@@ -93,7 +100,7 @@ def _kmax_assignment(model, head, x):
         if H > size[0] or W > size[1]:
             raise ValueError(f'kMaX runs at the fixed input size {tuple(size)} but the image is '
                              f'{H}x{W} after the test pipeline')
-        x = F.pad(x, (0, size[1] - W, 0, size[0] - H), value=0)
+        x = F.pad(x, (0, size[1] - x.shape[-1], 0, size[0] - x.shape[-2]), value=0)
     mask_logits = head.forward_all(model.extract_feat(x))['final']['mask_logits']  # (1, K, h, w)
     k, h, w = mask_logits.shape[1:]
     ph, pw = x.shape[-2:]

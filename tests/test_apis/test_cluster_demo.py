@@ -97,3 +97,28 @@ def test_cluster_maps_kmax_kmeans_assignment(inference_files):
     assert np.array_equal(small, mask_logits[-1][0].argmax(0)[:24, :32].numpy())
     with pytest.raises(ValueError, match='fixed input size 128x128'):
         _kmax_assignment(model, model.panoptic_head, torch.zeros(1, 3, 128, 160))
+
+
+def test_cluster_maps_kmax_semantic_crops_the_padding(tmp_path):
+    """mmseg pads the image to kMaX's fixed size before the model: the map covers the image only."""
+    import numpy as np
+    import torch
+    from mmengine.config import Config
+    from mmengine.registry import MODELS, DefaultScope
+
+    from clusterseg.apis import init_inferencer
+    from clusterseg.visualization import cluster_maps
+    config = f'{REPO}/configs/kmax_deeplab/kmax-seg_r18-tiny_1xb4-300it_synthetic-ade20k-128x128.py'
+    cfg = Config.fromfile(config)
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        torch.manual_seed(0)
+        model = MODELS.build(cfg.model)
+    ckpt = str(tmp_path / 'kmax_seg.pth')
+    torch.save({'state_dict': model.state_dict(), 'meta': {}}, ckpt)
+    inferencer = init_inferencer(config, ckpt)
+    k = inferencer.model.decode_head.num_queries
+    (title, square), = cluster_maps(inferencer, np.zeros((128, 128, 3), np.uint8))
+    assert square.shape == (32, 32) and title.endswith(f'of {k} clusters used')
+    img = (np.random.RandomState(2).rand(64, 128, 3) * 255).astype(np.uint8)
+    (_, wide), = cluster_maps(inferencer, img)  # resized to 64x128, padded to 128x128
+    assert wide.shape == (16, 32)
