@@ -4,6 +4,7 @@ import os
 import os.path as osp
 
 from mmengine.hooks import Hook
+from mmengine.runner import EpochBasedTrainLoop
 
 from clusterseg.registry import HOOKS
 
@@ -335,7 +336,6 @@ class MemoryMonitorHook(Hook):
             runner.message_hub.update_scalar('train/rss_workers_mib', s['workers_rss'])
         # sample the end inside the last iteration: non-persistent workers exit with the epoch
         if 'end' not in self.samples:
-            from mmengine.runner import EpochBasedTrainLoop
             if isinstance(runner.train_loop, EpochBasedTrainLoop):
                 last = batch_idx + 1 == len(runner.train_loop.dataloader)
             else:

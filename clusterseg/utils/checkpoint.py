@@ -126,31 +126,37 @@ def safe_torch_load(f, map_location=None, name=None):
             'tools/train.py / tools/test.py) to load it with weights_only=False.') from e
 
 
+def _pickle_globals():
+    """``{'module.name': object}`` that plain pickles may resolve: the checkpoint allowlist plus
+    ``collections.OrderedDict``, ``_codecs.encode`` (bytes in protocol-2 pickles) and numpy's
+    ``_frombuffer`` (arrays in protocol-5 pickles: frombuffer(bytes, dtype).reshape, nothing else)."""
+    import codecs
+    import collections
+    np_core = getattr(np, '_core', None) or np.core
+    allowed = {'collections.OrderedDict': collections.OrderedDict,
+               '_codecs.encode': codecs.encode,
+               'numpy._core.numeric._frombuffer': np_core.numeric._frombuffer,
+               'numpy.core.numeric._frombuffer': np_core.numeric._frombuffer}
+    for entry in checkpoint_allowlist():
+        obj, name = entry if isinstance(entry, tuple) else (
+            entry, f'{entry.__module__}.{entry.__qualname__}')
+        allowed[name] = obj
+    return allowed
+
+
 class _AllowlistUnpickler(pickle.Unpickler):
     """Plain-pickle reader (detectron2 ``.pkl`` weights: dicts of numpy arrays) that resolves
-    only the checkpoint allowlist's globals plus ``collections.OrderedDict``, ``_codecs.encode``
-    (bytes in protocol-2 pickles) and numpy's ``_frombuffer`` (arrays in protocol-5 pickles)."""
+    only the globals of :func:`_pickle_globals`."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._allowed = _pickle_globals()
 
     def find_class(self, module, name):
-        qual = f'{module}.{name}'
-        for entry in checkpoint_allowlist():
-            obj, entry_name = entry if isinstance(entry, tuple) else (
-                entry, f'{entry.__module__}.{entry.__qualname__}')
-            if entry_name == qual:
-                return obj
-        if qual == 'collections.OrderedDict':
-            import collections
-            return collections.OrderedDict
-        if qual == '_codecs.encode':  # how protocol-2 pickles store bytes (numpy array data)
-            import codecs
-            return codecs.encode
-        if qual in ('numpy._core.numeric._frombuffer', 'numpy.core.numeric._frombuffer'):
-            # protocol >= 5 arrays: frombuffer(bytes, dtype).reshape(shape), nothing else
-            np_core = getattr(np, '_core', None) or np.core
-            return np_core.numeric._frombuffer
-        if qual in ('numpy.dtype', 'numpy.ndarray'):
-            return getattr(np, name)
-        raise UnsafeCheckpointError(f'GLOBAL {qual} is not allowed')
+        obj = self._allowed.get(f'{module}.{name}')
+        if obj is None:
+            raise UnsafeCheckpointError(f'GLOBAL {module}.{name} is not allowed')
+        return obj
 
 
 def safe_pickle_load(path, name=None):

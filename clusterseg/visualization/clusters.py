@@ -29,19 +29,16 @@ def colour_index_map(index: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
     return cv2.resize(rgb, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
 
 
-def _model_inputs(inferencer, img, with_shape=False):
-    """The batch the model sees for ``img``: the inferencer's own pipeline and preprocessor.
-    With ``with_shape``, also the (H, W) of the image inside the possibly padded batch."""
+def _model_inputs(inferencer, img):
+    """The batch the model sees for ``img`` (the inferencer's own pipeline and preprocessor), and
+    the (H, W) of the image inside that possibly padded batch."""
     batch = next(iter(inferencer.preprocess([img], batch_size=1)))
     if isinstance(batch, (tuple, list)):  # mmdet yields (original inputs, data)
         batch = batch[1]
     data = inferencer.model.data_preprocessor(batch, False)
-    if not with_shape:
-        return data['inputs']
     samples = data.get('data_samples') or [None]
     meta = getattr(samples[0], 'metainfo', {}) or {}
-    shape = tuple(meta.get('img_shape', data['inputs'].shape[-2:]))[:2]
-    return data['inputs'], shape
+    return data['inputs'], tuple(meta.get('img_shape', data['inputs'].shape[-2:]))[:2]
 
 
 def _accepts(fn, name):
@@ -60,7 +57,7 @@ def cluster_maps(inferencer, img) -> List[Tuple[str, np.ndarray]]:
     model = inferencer.model
     scope = type(inferencer).__module__.split('.')[0]
     with DefaultScope.overwrite_default_scope(scope):
-        x, img_shape = _model_inputs(inferencer, img, with_shape=True)  # (1, 3, H, W)
+        x, img_shape = _model_inputs(inferencer, img)  # (1, 3, H, W)
         backbone = getattr(model, 'backbone', None)
         maps = []
         if backbone is not None and _accepts(backbone.forward, 'return_clusters'):

@@ -90,7 +90,7 @@ def test_cluster_maps_kmax_kmeans_assignment(inference_files):
     assert index.shape == (32, 32) and 0 <= index.min() and index.max() < k  # 128 px, stride 4
     assert f'{len(np.unique(index))} of' in title
     with torch.no_grad():
-        x = _model_inputs(inferencer, img)[..., :96, :]  # an input smaller than the fixed size
+        x = _model_inputs(inferencer, img)[0][..., :96, :]  # smaller than the fixed size
         _, small = _kmax_assignment(model, model.panoptic_head, x)
         _, mask_logits = model._forward(x, [DetDataSample(metainfo=dict(img_shape=(96, 128)))])
     assert small.shape == (24, 32)  # cropped back to the image

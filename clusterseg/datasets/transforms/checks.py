@@ -3,6 +3,8 @@
 ``tools/train.py`` and ``tools/test.py`` put them into the pipelines of any config (see
 :func:`clusterseg.engine.add_input_checks`); on valid data they change nothing.
 """
+from collections import Counter
+
 import mmcv
 import numpy as np
 from mmcv.transforms import LoadImageFromFile as _MMCVLoadImageFromFile
@@ -181,15 +183,15 @@ class LoadPanopticAnnotations(_MMDetLoadPanopticAnnotations):
                     f'panoptic PNG {path} is {pan.shape[0]}x{pan.shape[1]} (HxW) but the '
                     f'{what} of {img} is {shape[0]}x{shape[1]}')
         segments = results.get('segments_info', [])
-        json_ids = [int(s['id']) for s in segments]
-        dup = {i for i in json_ids if json_ids.count(i) > 1}
+        json_ids = Counter(int(s['id']) for s in segments)
+        dup = {i for i, n in json_ids.items() if n > 1}
         if dup:
             raise PanopticAnnotationError(
                 f'segments_info of {img} lists segment id(s) {_ids(dup)} more than once '
                 f'(panoptic PNG {path})')
         png_ids = np.unique(pan)
         png_ids = set(png_ids[png_ids != 0].tolist())
-        missing, unlisted = set(json_ids) - png_ids, png_ids - set(json_ids)
+        missing, unlisted = json_ids.keys() - png_ids, png_ids - json_ids.keys()
         if missing or unlisted:
             parts = []
             if missing:
