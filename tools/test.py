@@ -20,7 +20,7 @@ import clusterseg  # noqa: E402,F401  (version check + safe checkpoint loading)
 from clusterseg.engine import (adapt_to_device, add_result_dump, check_data_roots,  # noqa: E402
                                enable_visualization, explain_unknown_type, scope_of,
                                add_input_checks, explain_bad_config_key,
-                               set_trust_checkpoints, set_work_dir, setup_cpu_distributed)
+                               set_trust_checkpoints, set_work_dir, setup_cpu_distributed, teardown_distributed)
 from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.dist import is_main_process  # noqa: E402
 from mmengine.registry import RUNNERS  # noqa: E402
@@ -90,6 +90,7 @@ def main(argv=None):
     try:
         runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
         metrics = runner.test()
+        teardown_distributed()
     except KeyError as e:
         better = explain_unknown_type(e)
         if better is None:

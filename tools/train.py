@@ -24,7 +24,7 @@ from clusterseg.engine import (adapt_to_device, check_data_roots, enable_amp,  #
                                enable_auto_scale_lr, explain_unknown_type, scope_of,
                                add_distributed_loss_mean, add_input_checks,
                                explain_bad_config_key,
-                               set_trust_checkpoints, set_work_dir, setup_cpu_distributed)
+                               set_trust_checkpoints, set_work_dir, setup_cpu_distributed, teardown_distributed)
 from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
@@ -89,6 +89,7 @@ def main(argv=None):
     try:
         runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
         runner.train()
+        teardown_distributed()
     except KeyError as e:
         better = explain_unknown_type(e)
         if better is None:

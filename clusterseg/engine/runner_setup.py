@@ -154,6 +154,17 @@ def setup_cpu_distributed(cfg):
     cfg.model_wrapper_cfg = wrapper
 
 
+def teardown_distributed():
+    """End a finished multi-process run cleanly: a barrier (no rank leaves while a peer still
+    talks to it), then ``destroy_process_group``. Without it the process group is torn down by
+    the interpreter at exit, where gloo's threads can abort a rank (``terminate called without an
+    active exception``, SIGABRT) after a run that itself succeeded. No-op in single-process runs."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def enable_amp(cfg):
     """``--amp``: mixed precision through mmengine's ``AmpOptimWrapper`` (needs a GPU)."""
     if not torch.cuda.is_available():
