@@ -12,7 +12,7 @@ import torch
 from clusterseg.registry import MODELS
 
 from ..dense_heads.kmax_head import KMaXPanopticHead
-from ..layers.kmeans_attn import resize_like_kmax
+from ..layers.kmeans_attn import kmax_align_corners, resize_like_kmax
 
 
 @MODELS.register_module()
@@ -22,19 +22,24 @@ class KMaXSegHead(KMaXPanopticHead):
     Args:
         num_classes (int): semantic classes.
         ignore_index (int): label of unlabelled pixels (void for kMaX).
-        align_corners (bool): read by mmseg's segmentor when it resizes the output.
+        align_corners (bool | None): read by mmseg's segmentor when it resizes the output to the
+            original image. None (default): kMaX's rule, the parity of the padded width
+            (``input_size[1]`` odd -> True), as the reference's post-processing; False without
+            ``input_size``.
         input_size (tuple[int, int] | None): fixed (H, W) every batch must be padded to.
         **kwargs: :class:`KMaXPanopticHead` arguments (in_channels, num_queries, pixel_decoder,
             transformer_decoder, aux_semantic_head, assigner, loss, init_cfg).
     """
 
-    def __init__(self, num_classes, ignore_index=255, align_corners=False, input_size=None, **kwargs):
+    def __init__(self, num_classes, ignore_index=255, align_corners=None, input_size=None, **kwargs):
         kwargs.pop('train_cfg', None), kwargs.pop('test_cfg', None)
         super().__init__(num_things_classes=0, num_stuff_classes=num_classes, **kwargs)
         self.out_channels = num_classes
         self.ignore_index = ignore_index
-        self.align_corners = align_corners
         self.input_size = tuple(input_size) if input_size is not None else None
+        if align_corners is None:
+            align_corners = self.input_size is not None and kmax_align_corners(self.input_size[1])
+        self.align_corners = align_corners
 
     def _check_size(self, metas, shape):
         if self.input_size is None:
@@ -67,6 +72,8 @@ class KMaXSegHead(KMaXPanopticHead):
         size = meta.get('pad_shape', meta['img_shape'])[:2]
         self._check_size(batch_img_metas, size)
         final = self.forward_all(x)['final']
-        mask_prob = resize_like_kmax(final['mask_logits'], size).float().softmax(1)  # softmax over K
+        # align_corners by the padded image width (reference kmax_model.py post-processing)
+        mask_prob = resize_like_kmax(final['mask_logits'], size, kmax_align_corners(size[1]))
+        mask_prob = mask_prob.float().softmax(1)  # softmax over K
         cls_prob = final['class_logits'].float().softmax(-1)[..., :-1]
         return torch.einsum('bkc,bkhw->bchw', cls_prob, mask_prob)

@@ -15,6 +15,8 @@ from mmengine.structures import InstanceData, PixelData
 
 from clusterseg.registry import MODELS
 
+from ..layers.kmeans_attn import kmax_align_corners
+
 
 @MODELS.register_module()
 class KMaXFusionHead(BasePanopticFusionHead):
@@ -111,12 +113,14 @@ class KMaXFusionHead(BasePanopticFusionHead):
         results = []
         for mask_cls, mask_pred, ds in zip(mask_cls_results, mask_pred_results, batch_data_samples):
             h, w = ds.metainfo['img_shape'][:2]
+            # the reference (kmax_model.py) resizes with align_corners by the padded image width
+            align_corners = kmax_align_corners(mask_pred.shape[-1])
             mask_pred = mask_pred[:, :h, :w]
             if rescale:
                 ori_h, ori_w = ds.metainfo['ori_shape'][:2]
                 if (ori_h, ori_w) != (h, w):
                     mask_pred = F.interpolate(mask_pred[None], size=(ori_h, ori_w), mode='bilinear',
-                                              align_corners=ori_w % 2 == 1)[0]
+                                              align_corners=align_corners)[0]
             result = dict()
             if self._cfg('panoptic_on', True):
                 result['pan_results'] = self.panoptic_postprocess(mask_cls, mask_pred)

@@ -17,7 +17,7 @@ from mmengine.model import BaseModule
 
 from clusterseg.registry import MODELS, TASK_UTILS
 
-from ..layers.kmeans_attn import KMaXTransformerDecoder, SemanticPredictor, resize_like_kmax
+from ..layers.kmeans_attn import KMaXTransformerDecoder, SemanticPredictor, kmax_align_corners, resize_like_kmax
 
 
 @MODELS.register_module()
@@ -144,6 +144,15 @@ class KMaXPanopticHead(BaseModule):
         return t
 
     # ------------------------------------------------------------------ loss / predict
+    @staticmethod
+    def resize_aux(aux, size):
+        """One deep-supervision output resized to the final masks' ``size`` (h, w); align_corners
+        by the parity of the target *height*, as the reference's ``_set_aux_loss``."""
+        align_corners = kmax_align_corners(size[0])
+        return dict(class_logits=aux['class_logits'],
+                    mask_logits=resize_like_kmax(aux['mask_logits'], size, align_corners),
+                    pixel_feature=resize_like_kmax(aux['pixel_feature'], size, align_corners))
+
     def loss_by_outputs(self, outputs, batch_gt, input_shape):
         final = outputs['final']
         targets = self.get_targets(final, batch_gt, input_shape)
@@ -151,14 +160,12 @@ class KMaXPanopticHead(BaseModule):
         index = self.criterion.sample(targets, self.criterion.insdis_sample_k, self.criterion.insdis_sample_temperature)
         losses = {}
         for i, aux in enumerate(outputs['aux']):
-            aux = dict(class_logits=aux['class_logits'],
-                       mask_logits=resize_like_kmax(aux['mask_logits'], size),
-                       pixel_feature=resize_like_kmax(aux['pixel_feature'], size))
-            for k, v in self.criterion(aux, targets, index).items():
+            for k, v in self.criterion(self.resize_aux(aux, size), targets, index).items():
                 losses[f'd{i}.{k}'] = v
         losses.update(self.criterion(final, targets, index))
         if outputs['sem_logits'] is not None:
-            sem_logits = resize_like_kmax(outputs['sem_logits'], size)
+            # at OS4 like the final masks (the reference strides the GT instead): a no-op resize
+            sem_logits = resize_like_kmax(outputs['sem_logits'], size, kmax_align_corners(size[0]))
             losses['loss_aux_sem'] = self.criterion.semantic(sem_logits, targets['sem_gt'], targets, -1)
         return losses
 
@@ -171,4 +178,5 @@ class KMaXPanopticHead(BaseModule):
         """-> (class logits (B, K, C+1), mask logits (B, K, H, W) at the padded input size)."""
         final = self.forward_all(x)['final']
         size = batch_data_samples[0].batch_input_shape
-        return final['class_logits'], resize_like_kmax(final['mask_logits'], size)
+        # post-processing: align_corners by the padded image width (reference kmax_model.py)
+        return final['class_logits'], resize_like_kmax(final['mask_logits'], size, kmax_align_corners(size[1]))

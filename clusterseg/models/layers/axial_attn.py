@@ -12,7 +12,14 @@ from .kmeans_attn import ConvBN, _norm
 
 
 class RelativePositionalEncoding(nn.Module):
-    """Embedding of the relative offset ``i - j`` (|i - j| < max_span) -> (Lq, Lk, depth)."""
+    """Embedding of the relative offset ``key - query`` (|j - i| < max_span) -> (Lq, Lk, depth).
+
+    Entry ``[i, j]`` reads table row ``j - i + max_span - 1``: the sign convention of both public
+    implementations (deeplab2 ``model/layers/positional_encodings.py``,
+    ``_compute_relative_distance_matrix``; bytedance/kmax-deeplab
+    ``kmax_deeplab/modeling/pixel_decoder/kmax_pixel_decoder.py``, same function), so converted
+    checkpoints apply their position tables unmirrored.
+    """
 
     def __init__(self, depth, max_span=255):
         super().__init__()
@@ -24,7 +31,7 @@ class RelativePositionalEncoding(nn.Module):
         if length > self.max_span:
             raise ValueError(f'axial length {length} exceeds the relative-position span {self.max_span}')
         pos = torch.arange(length, device=self.embeddings.weight.device)
-        index = pos[:, None] - pos[None, :] + self.max_span - 1  # (L, L)
+        index = pos[None, :] - pos[:, None] + self.max_span - 1  # (L_query, L_key): key - query
         return self.embeddings(index)  # (L, L, depth)
 
 

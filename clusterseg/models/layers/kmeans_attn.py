@@ -314,11 +314,24 @@ class ASPP(nn.Module):
         return self.dropout(self.proj_conv_bn_act(torch.cat(outs, dim=1)))
 
 
-def resize_like_kmax(x, size):
-    """Bilinear resize with ``align_corners = (target width is odd)``, kMaX's convention."""
+def kmax_align_corners(length):
+    """kMaX's ``align_corners`` rule: True when ``length`` is odd (sizes like 1281 = 4 * 320 + 1,
+    whose strided maps keep the first and last pixel). Which length decides differs per call site
+    in the reference (bytedance/kmax-deeplab), so every caller names it:
+
+    - pixel decoder ``ResizedFuse``: the *source* (low-resolution) width;
+    - auxiliary semantic predictor: the width of the ASPP output, for both of its upsamplings;
+    - deep-supervision outputs (``_set_aux_loss``): the *target height*;
+    - post-processing (``kmax_model.py``): the padded image width.
+    """
+    return int(length) % 2 == 1
+
+
+def resize_like_kmax(x, size, align_corners):
+    """Bilinear resize of (B, C, h, w) to ``size``; a no-op when the size already matches."""
     if tuple(x.shape[-2:]) == tuple(size):
         return x
-    return F.interpolate(x, size=size, mode='bilinear', align_corners=size[-1] % 2 == 1)
+    return F.interpolate(x, size=tuple(size), mode='bilinear', align_corners=align_corners)
 
 
 class SemanticPredictor(nn.Module):
@@ -354,9 +367,11 @@ class SemanticPredictor(nn.Module):
     def forward(self, features):
         """features: [res5, res3, res2] -> logits (B, num_classes, H_res2, W_res2)."""
         x = self.aspp(features[0])
+        # one rule for both upsamplings, taken from the ASPP output (reference SemanticPredictor)
+        align_corners = kmax_align_corners(x.shape[-1])
         for i, low in enumerate(features[1:]):
             low = self.low_level_projection[i](low)
-            x = torch.cat([resize_like_kmax(x, low.shape[-2:]), low], dim=1)
+            x = torch.cat([resize_like_kmax(x, low.shape[-2:], align_corners), low], dim=1)
             x = self.low_level_fusion_conv1[i](self.low_level_fusion_conv0[i](x))
         x = self.conv_block_1(self.conv_block_0(x))
         return self.final_conv(x)

@@ -14,7 +14,7 @@ from clusterseg.registry import MODELS
 from ..layers.axial_attn import AxialAttention2D
 from ..layers.drop import DropPath
 from ..layers.embed import LayerNorm2d
-from ..layers.kmeans_attn import ConvBN, resize_like_kmax
+from ..layers.kmeans_attn import ConvBN, kmax_align_corners, resize_like_kmax
 
 
 class KMaXBlock(nn.Module):
@@ -69,7 +69,8 @@ class ResizedFuse(nn.Module):
         self.conv_bn_high = ConvBN(high_channels, out_channels, 1)
 
     def forward(self, low, high):
-        low = resize_like_kmax(self.conv_bn_low(F.gelu(low)), high.shape[-2:])
+        # align_corners by the source width (reference ResizedFuse)
+        low = resize_like_kmax(self.conv_bn_low(F.gelu(low)), high.shape[-2:], kmax_align_corners(low.shape[-1]))
         return low + self.conv_bn_high(F.gelu(high))
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clusterseg.models.layers.axial_attn import AxialAttention, AxialAttention2D
+from clusterseg.models.layers.axial_attn import AxialAttention, AxialAttention2D, RelativePositionalEncoding
 from clusterseg.models.layers.kmeans_attn import (ClusterSelfAttention, KMaXPredictor, KMaXTransformerDecoder,
                                                   KMaXTransformerLayer, kmeans_assignment,
                                                   kmeans_cross_attention)
@@ -147,7 +147,12 @@ def test_decoder_outputs_and_gradients():
 
 
 def naive_axial(att, x):
-    """Per-head, per-position loops over the relative offsets (eval-mode BN)."""
+    """Per-head, per-position loops over the relative offsets (eval-mode BN).
+
+    Pair (query i, key j) reads table row ``j - i + span - 1`` (key - query), as deeplab2
+    ``model/layers/positional_encodings.py`` and bytedance/kmax-deeplab
+    ``kmax_deeplab/modeling/pixel_decoder/kmax_pixel_decoder.py`` (``_compute_relative_distance_matrix``).
+    """
     B, C, L = x.shape
     h = att.num_heads
     qkv = att.qkv_transform(x)
@@ -163,7 +168,7 @@ def naive_axial(att, x):
         logits = torch.zeros(B, L, L)
         for i in range(L):
             for j in range(L):
-                r = i - j + span - 1
+                r = j - i + span - 1
                 terms = [(qh[:, :, i] * kh[:, :, j]).sum(1),
                          (qh[:, :, i] * att.query_rpe.embeddings.weight[r]).sum(1),
                          (kh[:, :, j] * att.key_rpe.embeddings.weight[r]).sum(1)]
@@ -174,11 +179,31 @@ def naive_axial(att, x):
         attn = logits.softmax(-1)
         for i in range(L):
             for j in range(L):
-                r = i - j + span - 1
+                r = j - i + span - 1
                 out_v[:, hd * dv:(hd + 1) * dv, i] += attn[:, i, j, None] * vh[:, :, j]
                 out_p[:, hd * dv:(hd + 1) * dv, i] += attn[:, i, j, None] * att.value_rpe.embeddings.weight[r]
     both = bn_eval(bn_o, torch.cat([out_v, out_p], 1))
     return both[:, :vc] + both[:, vc:]
+
+
+@pytest.mark.parametrize('span', [4, 7])
+def test_relative_position_reads_key_minus_query(span):
+    """A one-hot table reveals which offset each (query, key) pair reads: ``key - query``.
+
+    Reference: google-research/deeplab2 ``model/layers/positional_encodings.py`` and
+    bytedance/kmax-deeplab ``kmax_deeplab/modeling/pixel_decoder/kmax_pixel_decoder.py``,
+    ``_compute_relative_distance_matrix``: ``key_index[None, :] - query_index[:, None] + MAX_SPAN - 1``.
+    """
+    rpe = RelativePositionalEncoding(depth=2 * span - 1, max_span=span)
+    with torch.no_grad():
+        rpe.embeddings.weight.copy_(torch.eye(2 * span - 1))  # row r = one-hot(r)
+    L = span
+    offset = rpe(L).argmax(-1) - (span - 1)  # (L_query, L_key): the offset each pair reads
+    for i in range(L):
+        for j in range(L):
+            assert offset[i, j].item() == j - i, (i, j, offset[i, j].item())
+    # the key-position logit of query 0 against key L-1 reads the "+(L-1)" row, not "-(L-1)"
+    assert rpe(L)[0, L - 1].argmax().item() == 2 * span - 2
 
 
 def test_axial_attention_matches_naive_loops():
