@@ -4,13 +4,14 @@ from collections import OrderedDict
 from clusterseg.utils.state_dict import unwrap_state_dict
 
 
-def pacavit_official_to_clusterseg(checkpoint):
-    """Convert an official PaCa-ViT checkpoint (spec pacavit.md §5) to clusterseg's layout.
+def timm_classifier_to_clusterseg(checkpoint):
+    """Convert a classifier checkpoint in the raw timm layout to clusterseg's mmpretrain layout.
 
-    - ImageNet (timm) checkpoints: raw ``patch_embed.* / stage{i}.* / head.*`` keys become
-      ``backbone.*`` and ``head.fc.*`` (mmpretrain ``ImageClassifier`` + ``LinearClsHead``).
-    - mmdet / mmseg checkpoints already use ``backbone.* / neck.* / decode_head.*`` names that
-      match clusterseg's modules (backbone and PaCa head); they pass through unchanged.
+    - Raw ``{stem/stage keys} + head.*`` state dicts (the released ImageNet checkpoints of
+      PaCa-ViT and ClusTR, whose backbone keys equal clusterseg's) become ``backbone.*`` and
+      ``head.fc.*`` (mmpretrain ``ImageClassifier`` + ``LinearClsHead``).
+    - mmdet / mmseg / mmpretrain checkpoints already use ``backbone.* / neck.* / decode_head.*``
+      names; they pass through unchanged.
 
     Args:
         checkpoint (dict): a loaded checkpoint (raw state dict or wrapped in ``state_dict`` /
@@ -29,6 +30,41 @@ def pacavit_official_to_clusterseg(checkpoint):
         else:
             out['backbone.' + k] = v
     return out
+
+
+def pacavit_official_to_clusterseg(checkpoint):
+    """An official PaCa-ViT checkpoint (spec pacavit.md §5; iVMCL/PaCaViT ``models/paca_vit.py``
+    keys, teacher variants included) -> clusterseg (:func:`timm_classifier_to_clusterseg`)."""
+    return timm_classifier_to_clusterseg(checkpoint)
+
+
+def clustr_official_to_clusterseg(checkpoint):
+    """A checkpoint of the reference ClusTR classifier (YtongXie/ClusTR ``ClusTR.py``:
+    ``patch_embed{i} / block{i} / norm{i} / head``) -> clusterseg
+    (:func:`timm_classifier_to_clusterseg`)."""
+    return timm_classifier_to_clusterseg(checkpoint)
+
+
+def converter_parser(description, doc):
+    """The command line of the timm-layout converters: ``SRC DST [--config C] [--no-progress]``;
+    ``doc`` (the tool's docstring) supplies the ``Example:`` section of ``--help``."""
+    import argparse
+
+    from clusterseg.utils.progress import add_progress_argument
+    parser = argparse.ArgumentParser(description=description, epilog='Example:' + doc.split('Example:')[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('src', help='official checkpoint (.pth)')
+    parser.add_argument('dst', help='output path')
+    parser.add_argument('--config', help='a clusterseg config whose model must accept the weights')
+    add_progress_argument(parser)
+    return parser
+
+
+def run_timm_conversion(tool, args, convert):
+    """Run a converter parsed by :func:`converter_parser` (safe loading of ``args.src``)."""
+    from clusterseg.utils.checkpoint import safe_torch_load
+    return run_conversion(tool, args.src, args.dst, load=lambda path: safe_torch_load(path, map_location='cpu'),
+                          convert=convert, config=args.config, progress=not args.no_progress)
 
 
 def check_against_config(state, config):

@@ -38,7 +38,7 @@ LONG_TOOLS = {
     'tools/misc/make_synthetic_data.py', 'tools/analysis_tools/benchmark.py',
     'tools/analysis_tools/benchmark_clustr.py', 'tools/analysis_tools/benchmark_kmax.py',
     'tools/analysis_tools/benchmark_pacavit.py', 'tools/analysis_tools/benchmark_psvit.py',
-    'tools/model_converters/pacavit2clusterseg.py',
+    'tools/model_converters/pacavit2clusterseg.py', 'tools/model_converters/clustr2clusterseg.py',
     'tools/model_converters/kmax_d2_to_clusterseg.py', 'tools/search/psvit_search.py'}
 
 

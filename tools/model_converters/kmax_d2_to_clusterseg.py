@@ -108,6 +108,10 @@ def convert(state, head_prefix='panoptic_head'):
             unknown.append(key)
         else:
             out[new] = value
+    # TF-converted weights (convert-tf-weights-to-d2.py) carry no BN step counter: TF has none.
+    # Add it so the result loads strictly (the counter is only read with momentum=None).
+    for key in [k for k in out if k.endswith('.running_mean')]:
+        out.setdefault(key[:-len('running_mean')] + 'num_batches_tracked', torch.tensor(0))
     return out, unknown
 
 

@@ -1,4 +1,4 @@
-"""Convert an official PaCa-ViT checkpoint (ImageNet, COCO or ADE20K) to clusterseg's layout.
+"""Convert an official PaCa-ViT checkpoint (ImageNet, COCO or ADE20K; teacher variants included) to clusterseg's layout.
 
 Example:
     python tools/model_converters/pacavit2clusterseg.py \\
@@ -9,38 +9,22 @@ With --config the converted weights are checked against the model the config bui
 mismatch lists the missing, unexpected and mis-shaped keys. A progress bar over the steps (read,
 convert, check, write) goes to stderr (--no-progress: none).
 """
-import argparse
 import os.path as osp
 import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
-
 import clusterseg  # noqa: E402,F401  (safe checkpoint loading)
-from clusterseg.models.converters import (pacavit_official_to_clusterseg,  # noqa: E402
-                                          run_conversion)
-from clusterseg.utils.checkpoint import safe_torch_load  # noqa: E402
-from clusterseg.utils.progress import add_progress_argument  # noqa: E402
+from clusterseg.models.converters import (converter_parser, pacavit_official_to_clusterseg,  # noqa: E402
+                                          run_timm_conversion)
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description='Convert official PaCa-ViT weights to clusterseg keys.',
-        epilog='Example:' + __doc__.split('Example:')[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('src', help='official checkpoint (.pth)')
-    parser.add_argument('dst', help='output path')
-    parser.add_argument('--config', help='a clusterseg config whose model must accept the weights')
-    add_progress_argument(parser)
-    return parser.parse_args(argv)
+    return converter_parser('Convert official PaCa-ViT weights to clusterseg keys.', __doc__).parse_args(argv)
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    run_conversion('pacavit2clusterseg', args.src, args.dst,
-                   load=lambda path: safe_torch_load(path, map_location='cpu'),
-                   convert=pacavit_official_to_clusterseg, config=args.config,
-                   progress=not args.no_progress)
+    return run_timm_conversion('pacavit2clusterseg', parse_args(argv), pacavit_official_to_clusterseg)
 
 
 if __name__ == '__main__':

@@ -3,7 +3,8 @@
 Instead of each stage computing its own cluster assignment, a small ConvMixer pyramid with a
 top-down FPN predicts z for all four stages from the shared stem output; its pre-FPN stage
 features are also added to the student's stage outputs. Module names follow the published
-checkpoints (``block{i}.{j}.0.fn.0``, ``transition{i}.0.blur_filter``, ``to_clusters{i}``).
+checkpoints (``block{i}.{j}.0.fn.0``, ``fpn{i}.0.fn.0``, ``transition{i}.0.blur_filter``,
+``to_clusters{i}``).
 """
 import torch
 import torch.nn as nn
@@ -76,9 +77,9 @@ class PaCaTeacherConvMixer(nn.Module):
                 self.add_module(f'lateral{i + 1}', nn.Sequential(
                     nn.Conv2d(embed_dims[i + 1], embed_dims[i], 1), nn.GELU(),
                     nn.BatchNorm2d(embed_dims[i])))
-                # one ConvMixer layer per FPN level: this reproduces the published parameter
-                # counts (12.48 / 21.08 / 47.66 M for tiny / small / base-teacher)
-                self.add_module(f'fpn{i + 1}', nn.Sequential(convmixer_layer(embed_dims[i], kernel_size)))
+                # one ConvMixer layer per FPN level, itself the Sequential (keys ``fpn{i}.0.fn.0.*``
+                # as the published checkpoints); reproduces 12.48 / 21.08 / 47.66 M parameters
+                self.add_module(f'fpn{i + 1}', convmixer_layer(embed_dims[i], kernel_size))
             if num_clusters[i] > 0:
                 self.add_module(f'to_clusters{i + 1}', nn.Conv2d(embed_dims[i], num_clusters[i], 1))
 
@@ -92,11 +93,14 @@ class PaCaTeacherConvMixer(nn.Module):
         pyramid = [None] * 4
         pyramid[3] = feats[3]
         for i in (2, 1, 0):  # top-down
-            # lateral 1x1 at the coarse resolution, then upsample: this order reproduces the
-            # published MACs (5.4 / 9.7 G for small / base-teacher); the reverse costs 4x more
-            lat = getattr(self, f'lateral{i + 1}')(pyramid[i + 1])  # (B, C_i, H_{i+1}, W_{i+1})
-            up = F.interpolate(lat, size=feats[i].shape[-2:], mode='bilinear', align_corners=False)
-            pyramid[i] = getattr(self, f'fpn{i + 1}')(feats[i] + up)
+            # upsample first, then the lateral 1x1 -> GELU -> BN at the finer resolution: the order
+            # of the reference (iVMCL/PaCaViT models/paca_vit.py, PaCaTeacher_ConvMixer.forward)
+            # that the published weights were trained with; the GELU makes the two orders differ.
+            # It costs more MACs than the README's table counts (docs/en/pacavit.md).
+            up = F.interpolate(pyramid[i + 1], size=feats[i].shape[-2:], mode='bilinear',
+                               align_corners=False)  # (B, C_{i+1}, H_i, W_i)
+            lat = getattr(self, f'lateral{i + 1}')(up)  # (B, C_i, H_i, W_i)
+            pyramid[i] = getattr(self, f'fpn{i + 1}')(feats[i] + lat)
         clusters = []
         for i in range(4):
             if self.num_clusters[i] > 0:
