@@ -28,6 +28,9 @@ def parse_args(argv=None):
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--out-file', required=True, help='where to write the PNG')
     parser.add_argument('--device', default='cpu', help='device, e.g. cpu or cuda:0')
+    parser.add_argument('--allow-partial-load', action='store_true',
+                        help='accept a checkpoint that does not fit the model (what does not load '
+                             'keeps random weights); without it such a checkpoint is an error')
     parser.add_argument('--height', type=int, default=256, help='panel height in pixels')
     parser.add_argument('--score-thr', type=float, default=0.3,
                         help='detection/instance score threshold for drawing')
@@ -42,7 +45,8 @@ def main(argv=None):
     from clusterseg.visualization import cluster_maps, compose_panels
     if not osp.isfile(args.img):
         raise SystemExit(f'image not found: {args.img}')
-    inferencer = init_inferencer(args.config, args.checkpoint, args.device)
+    inferencer = init_inferencer(args.config, args.checkpoint, args.device,
+                                 allow_partial_load=args.allow_partial_load or None)
     try:
         maps = cluster_maps(inferencer, args.img)
     except ValueError as e:

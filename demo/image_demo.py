@@ -26,6 +26,9 @@ def parse_args(argv=None):
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--out-file', required=True, help='where to write the drawn prediction')
     parser.add_argument('--device', default='cpu', help='device, e.g. cpu or cuda:0')
+    parser.add_argument('--allow-partial-load', action='store_true',
+                        help='accept a checkpoint that does not fit the model (what does not load '
+                             'keeps random weights); without it such a checkpoint is an error')
     parser.add_argument('--score-thr', type=float, default=0.3,
                         help='detection/instance score threshold for drawing')
     return parser.parse_args(argv)
@@ -39,7 +42,8 @@ def main(argv=None):
     out_dir = osp.dirname(osp.abspath(args.out_file))
     os.makedirs(out_dir, exist_ok=True)
     predict_and_draw(args.config, args.checkpoint, args.img, device=args.device,
-                     out_file=args.out_file, score_thr=args.score_thr)
+                     out_file=args.out_file, score_thr=args.score_thr,
+                     allow_partial_load=args.allow_partial_load or None)
     print(f'{get_task(args.config)} prediction drawn to {args.out_file}')
 
 

@@ -21,6 +21,7 @@ from clusterseg.engine import (adapt_to_device, add_result_dump, check_data_root
                                enable_visualization, explain_unknown_type, scope_of,
                                add_input_checks, explain_bad_config_key,
                                set_trust_checkpoints, set_work_dir, setup_cpu_distributed, teardown_distributed)
+from clusterseg.utils.state_dict import PARTIAL_ENV  # noqa: E402
 from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.dist import is_main_process  # noqa: E402
 from mmengine.registry import RUNNERS  # noqa: E402
@@ -46,6 +47,9 @@ def parse_args(argv=None):
                                                            'and tta_pipeline of the config)')
     parser.add_argument('--trust-checkpoint', action='store_true',
                         help='load the checkpoint with weights_only=False (only for files you trust)')
+    parser.add_argument('--allow-partial-load', action='store_true',
+                        help='evaluate a checkpoint that does not fit the model (what does not load '
+                             'keeps random weights); without it such a checkpoint is an error')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config keys, e.g. test_dataloader.batch_size=2')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
@@ -64,6 +68,8 @@ def build_cfg(args):
     scope_of(cfg)
     set_work_dir(cfg, args.work_dir, args.config)
     set_trust_checkpoints(args.trust_checkpoint)
+    if args.allow_partial_load:
+        os.environ[PARTIAL_ENV] = '1'
     cfg.load_from = args.checkpoint
     if args.show or args.show_dir:
         enable_visualization(cfg, args.show_dir, args.show, args.wait_time)

@@ -5,6 +5,11 @@ clusterseg configs carry their downstream library as ``default_scope`` (``mmseg`
 (``MMSegInferencer``, ``DetInferencer``, ``ImageClassificationInferencer``). These helpers only
 pick the right one from the config and give every task the same two calls: predict, and draw the
 prediction.
+
+A checkpoint must fit the model: missing, unexpected or mis-shaped keys raise
+:class:`clusterseg.utils.CheckpointMismatchError` (naming the file, the counts and the first keys
+of each kind) instead of drawing with random weights. ``allow_partial_load=True`` (or
+``CLUSTERSEG_ALLOW_PARTIAL_LOAD=1``) accepts a partial load on purpose.
 """
 import tempfile
 from typing import Optional, Tuple, Union
@@ -46,13 +51,22 @@ def get_task(config: ConfigType) -> str:
                      'expected mmseg, mmdet or mmpretrain')
 
 
-def init_inferencer(config: ConfigType, checkpoint: Optional[str] = None, device: str = 'cpu'):
-    """The stock OpenMMLab inferencer for ``config`` (chosen by its scope), with ``checkpoint``."""
+def init_inferencer(config: ConfigType, checkpoint: Optional[str] = None, device: str = 'cpu',
+                     allow_partial_load: Optional[bool] = None):
+    """The stock OpenMMLab inferencer for ``config`` (chosen by its scope), with ``checkpoint``.
+
+    Args:
+        allow_partial_load (bool | None): accept a checkpoint that does not fit the model (what
+            does not load keeps its random initial values); None: ``CLUSTERSEG_ALLOW_PARTIAL_LOAD=1``.
+            Otherwise such a checkpoint raises :class:`clusterseg.utils.CheckpointMismatchError`.
+    """
     import clusterseg  # noqa: F401  (safe checkpoint loading, registries)
+    from clusterseg.utils.state_dict import load_policy
     cfg = _as_config(config)
     task = get_task(cfg)
     # several libraries in one process: build under the config's own scope, whatever is current
-    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+    with DefaultScope.overwrite_default_scope(cfg.default_scope), \
+            load_policy('eval', name=checkpoint, allow_partial=allow_partial_load):
         return _build_inferencer(task, cfg, checkpoint, device)
 
 
@@ -103,9 +117,11 @@ def draw_prediction(inferencer, img: ImageType, data_sample, score_thr: float = 
 
 def predict_and_draw(config: ConfigType, checkpoint: Optional[str], img: ImageType,
                      device: str = 'cpu', out_file: Optional[str] = None,
-                     score_thr: float = 0.3) -> Tuple[object, np.ndarray]:
-    """Predict ``img`` with a config + checkpoint and draw it; optionally write ``out_file``."""
-    inferencer = init_inferencer(config, checkpoint, device)
+                     score_thr: float = 0.3,
+                     allow_partial_load: Optional[bool] = None) -> Tuple[object, np.ndarray]:
+    """Predict ``img`` with a config + checkpoint and draw it; optionally write ``out_file``.
+    ``allow_partial_load``: as in :func:`init_inferencer`."""
+    inferencer = init_inferencer(config, checkpoint, device, allow_partial_load)
     sample = inference_model(inferencer, img)
     vis = draw_prediction(inferencer, img, sample, score_thr)
     if out_file:

@@ -2,6 +2,7 @@
 import math
 import os
 import os.path as osp
+import re
 
 from mmengine.hooks import Hook
 from mmengine.runner import EpochBasedTrainLoop
@@ -50,13 +51,95 @@ class NonFiniteLossHook(Hook):
                     'enable gradient clipping (optim_wrapper.clip_grad) or check the data.')
 
 
+# NAME.tmp-PID: the temporary file of an atomic write by process PID
+_TMP_NAME = re.compile(r'^.+\.tmp-(\d+)$')
+_IN_FLIGHT = set()  # this process's temporary files being written now
+_SWEPT = set()  # folders already cleaned of orphans by this process
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: alive, another user's
+        return True
+    return True
+
+
+def remove_orphan_tmp_files(directory):
+    """Remove the ``NAME.tmp-PID`` files of atomic writes in ``directory`` whose process is gone.
+
+    A process killed while saving leaves its temporary file behind (the final path keeps the
+    previous complete file). A file is an orphan when its PID is not a running process, or is
+    this process but not one of its writes in progress (a restart that got the same PID, as in a
+    container). A temporary file of another running process is kept: it may be a save in
+    progress. PIDs are per machine: a work dir shared by runs on several machines may see one
+    machine's in-progress file as an orphan on another (rank 0 saves and cleans).
+
+    Returns:
+        list[str]: the removed paths.
+    """
+    removed = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return removed
+    for name in names:
+        m = _TMP_NAME.match(name)
+        path = osp.join(directory, name)
+        if m is None or osp.abspath(path) in _IN_FLIGHT or not osp.isfile(path):
+            continue
+        pid = int(m.group(1))
+        if pid != os.getpid() and _pid_alive(pid):
+            continue
+        try:
+            size = osp.getsize(path)
+            os.remove(path)
+        except OSError:
+            continue
+        removed.append(path)
+        from mmengine.logging import print_log
+        print_log(f'removed {path} ({size / 2**20:.1f} MiB), the temporary file of a save that was '
+                  f'interrupted (process {pid} is gone)', logger='current')
+    return removed
+
+
+def _sweep_once(directory):
+    directory = osp.abspath(directory)
+    if directory not in _SWEPT:
+        _SWEPT.add(directory)
+        remove_orphan_tmp_files(directory)
+
+
+def install_orphan_cleanup():
+    """Remove the temporary files of interrupted saves (:func:`remove_orphan_tmp_files`) from the
+    work dir when ``Runner.train`` starts (main process). Folders outside the work dir (a
+    ``CheckpointHook`` ``out_dir``) are swept at their first write. Idempotent."""
+    from mmengine.dist import is_main_process
+    from mmengine.runner import Runner
+    if getattr(Runner.train, '_clusterseg_sweeps', False):
+        return
+    train = Runner.train
+
+    def wrapped(self, *args, **kwargs):
+        if is_main_process():
+            _sweep_once(self.work_dir)
+        return train(self, *args, **kwargs)
+
+    wrapped.__name__, wrapped.__doc__ = train.__name__, train.__doc__
+    wrapped._clusterseg_sweeps = True
+    Runner.train = wrapped
+
+
 def install_atomic_local_writes():
     """Make mmengine's local file writes (checkpoints included) atomic.
 
     mmengine writes a checkpoint straight into its final path, so a run killed while saving
     leaves a truncated ``iter_N.pth`` behind. Writing to a temporary file in the same folder and
     renaming it with ``os.replace`` means a checkpoint path either holds a whole file or nothing.
-    Idempotent.
+    The first write into a folder removes the temporary files earlier processes left there
+    (:func:`remove_orphan_tmp_files`). Idempotent.
     """
     from mmengine.fileio.backends import local_backend
     backend = local_backend.LocalBackend
@@ -65,8 +148,11 @@ def install_atomic_local_writes():
 
     def put(self, obj, filepath):
         filepath = str(filepath)
-        os.makedirs(os.path.dirname(os.path.abspath(filepath)), exist_ok=True)
+        folder = os.path.dirname(os.path.abspath(filepath))
+        os.makedirs(folder, exist_ok=True)
+        _sweep_once(folder)
         tmp = f'{filepath}.tmp-{os.getpid()}'
+        _IN_FLIGHT.add(osp.join(folder, osp.basename(tmp)))
         try:
             with open(tmp, 'wb') as f:
                 f.write(obj)
@@ -74,6 +160,7 @@ def install_atomic_local_writes():
                 os.fsync(f.fileno())
             os.replace(tmp, filepath)
         finally:
+            _IN_FLIGHT.discard(osp.join(folder, osp.basename(tmp)))
             if os.path.exists(tmp):
                 os.remove(tmp)
 
@@ -87,6 +174,7 @@ class _AtomicTextWriter:
     def __init__(self, path, encoding=None):
         self.path = str(path)
         self.tmp = f'{self.path}.tmp-{os.getpid()}'
+        _IN_FLIGHT.add(osp.abspath(self.tmp))
         self.f = open(self.tmp, 'w', encoding=encoding)
 
     def write(self, text):
@@ -107,6 +195,7 @@ class _AtomicTextWriter:
                 self.f.close()
             if os.path.exists(self.tmp):
                 os.remove(self.tmp)
+            _IN_FLIGHT.discard(osp.abspath(self.tmp))
         return False
 
 

@@ -13,10 +13,18 @@ version that only resolves public methods of ``HistoryBuffer``.
 
 Installing the allowlist with :func:`torch.serialization.add_safe_globals` makes it apply to every
 ``torch.load`` call with weights_only (mmengine's ``--resume``, ``load_from``, ``init_cfg``
-``Pretrained``, the inferencers, our converters). mmengine's local and http loaders are replaced
-by :func:`safe_torch_load`, which turns torch's refusal into an error that names the file, the
-type at fault and how to opt in for a checkpoint the user trusts
-(``CLUSTERSEG_TRUST_CHECKPOINTS=1``).
+``Pretrained``, the inferencers, our converters). Every checkpoint scheme mmengine registers
+(local paths, ``http(s)://``, ``torchvision://`` / ``modelzoo://``, ``open-mmlab://`` /
+``openmmlab://``, ``mmcls://``, ``pavi://``, ``s3://`` / ``petrel://``) is replaced by a loader
+that ends in :func:`safe_torch_load`: mmengine's own model-zoo loaders end in
+``torch.hub.load_state_dict_from_url``, whose default is ``weights_only=False``, so a file planted
+in the hub cache would run code at ``load_from=torchvision://resnet18``. A scheme registered later
+by other code runs with ``torch.load`` pointed at :func:`safe_torch_load` for the duration of the
+call. :func:`safe_torch_load` turns torch's refusal into an error that names the file, the type at
+fault and how to opt in for a checkpoint the user trusts (``CLUSTERSEG_TRUST_CHECKPOINTS=1``), and
+a file that is no checkpoint at all (empty, truncated, random bytes) into
+:class:`CheckpointFileError` naming the file and what is wrong with it; ``--resume`` from a file
+with weights only is :class:`NotResumableCheckpointError`.
 
 A checkpoint can also carry a Python config *as text*, which mmengine would execute: an
 inferencer given only ``weights`` runs ``Config.fromstring(checkpoint's cfg)``, and
@@ -26,9 +34,13 @@ only executed from the paths the user passed (and the ``_base_`` files those nam
 inferencers refuse a checkpoint without a config (:class:`UnsafeConfigError`), and resuming
 drops ``meta['config']`` unread, with a warning.
 """
+import contextlib
+import contextvars
+import io
 import os
 import os.path as osp
 import pickle
+import re
 
 import numpy as np
 import torch
@@ -44,6 +56,23 @@ class UnsafeCheckpointError(pickle.UnpicklingError):
 
 class UnsafeConfigError(RuntimeError):
     """Raised instead of executing a Python config that came from a checkpoint file."""
+
+
+class CheckpointFileError(RuntimeError):
+    """A checkpoint file that cannot be read as one (empty, truncated, not a checkpoint).
+
+    Attributes:
+        filename (str): the file, as the user named it.
+        problem (str): what is wrong with it.
+    """
+
+    def __init__(self, filename, problem):
+        super().__init__(f'checkpoint {filename}: {problem}')
+        self.filename, self.problem = filename, problem
+
+
+class NotResumableCheckpointError(CheckpointFileError):
+    """``--resume`` from a file that holds no training state (weights only)."""
 
 
 def _history_buffer_getattr(obj, name):
@@ -92,7 +121,7 @@ def trust_all_checkpoints():
     return os.environ.get(TRUST_ENV, '') == '1'
 
 
-def safe_torch_load(f, map_location=None, name=None):
+def safe_torch_load(f, map_location=None, name=None, _load=None):
     """``torch.load`` with ``weights_only=True`` and clusterseg's allowlist.
 
     Args:
@@ -103,27 +132,108 @@ def safe_torch_load(f, map_location=None, name=None):
     Raises:
         UnsafeCheckpointError: the file needs a type outside the allowlist; the message names
             the file, the type, and how to opt in for a trusted file.
+        CheckpointFileError: the file is empty, truncated or not a checkpoint at all; the
+            message names the file and the problem (no opt-in helps there).
     """
     install_safe_globals()
-    if trust_all_checkpoints():
-        return torch.load(f, map_location=map_location, weights_only=False)
+    load = _load or torch.load
+    name = name or (str(f) if isinstance(f, (str, os.PathLike)) else repr(f))
+    trusted = trust_all_checkpoints()
     try:
-        return torch.load(f, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
-        if isinstance(e, UnsafeCheckpointError):
-            detail = str(e)
-        else:
-            detail = str(e).split('\n')[0]
-            # torch's message starts with a banner; keep the line naming the global
-            for line in str(e).splitlines():
-                if 'GLOBAL' in line or 'unrecognized function' in line or 'Can only' in line:
-                    detail = line.strip()
-                    break
+        return load(f, map_location=map_location, weights_only=not trusted)
+    except OSError:
+        raise  # missing file, a directory, no permission: the OS error names the path
+    except Exception as e:
+        kind, detail = _diagnose(f, e, trusted)
+        if kind == 'file':
+            raise CheckpointFileError(name, detail) from e
         raise UnsafeCheckpointError(
-            f'Refused to load checkpoint {name or f!r}: it contains a type outside clusterseg\'s '
+            f'Refused to load checkpoint {name}: it contains a type outside clusterseg\'s '
             f'allowlist of checkpoint contents ({detail}). Loading it would run code from the file. '
             f'If you trust this file, set {TRUST_ENV}=1 (or pass --trust-checkpoint to '
             'tools/train.py / tools/test.py) to load it with weights_only=False.') from e
+
+
+# the lines of torch's weights_only refusal that name a type / function outside the allowlist
+# (or our restricted getattr's refusal, which torch re-raises as text); anything else it raises
+# (``Unsupported operand 197``, an IndexError, ...) is a damaged file
+_REFUSED = re.compile(
+    r'GLOBAL|unrecognized function|Can only (create|build)|must be imported|refusing getattr')
+
+
+def _refused_type(e):
+    """The allowlist refusal in ``e`` (one line), or None when ``e`` is not one."""
+    if isinstance(e, UnsafeCheckpointError):
+        return str(e)
+    if not isinstance(e, pickle.UnpicklingError):
+        return None
+    for line in str(e).splitlines():
+        if _REFUSED.search(line):
+            return line.replace('WeightsUnpickler error:', '').strip()
+    return None
+
+
+def _head_and_size(f):
+    """(first 8 bytes, size in bytes) of a path or a seekable file object; (b'', None) if unknown."""
+    try:
+        if isinstance(f, (str, os.PathLike)):
+            with open(f, 'rb') as fh:
+                return fh.read(8), os.path.getsize(f)
+        pos = f.tell()
+        f.seek(0)
+        head = f.read(8)
+        size = f.seek(0, io.SEEK_END)
+        f.seek(pos)
+        return head, size
+    except (OSError, AttributeError, ValueError):
+        return b'', None
+
+
+def _first_pickle(f):
+    """Read the first pickle of ``f`` with the allowlist: ``('ok', value)``, ``('unsafe', detail)``
+    (it names a global outside the allowlist) or ``('bad', None)`` (not a complete pickle)."""
+    try:
+        fh = open(f, 'rb') if isinstance(f, (str, os.PathLike)) else f
+        try:
+            fh.seek(0)
+            return 'ok', _AllowlistUnpickler(fh, encoding='latin1').load()
+        finally:
+            if fh is not f:
+                fh.close()
+    except UnsafeCheckpointError as e:
+        return 'unsafe', str(e)
+    except Exception:
+        return 'bad', None
+
+
+def _diagnose(f, e, trusted):
+    """Why ``torch.load(f)`` raised ``e``: ``('unsafe', the type refused)`` or ``('file', a
+    sentence saying what is wrong with the file)``, from torch's error and the file's first bytes."""
+    detail = None if trusted else _refused_type(e)
+    if detail is not None:
+        return 'unsafe', detail
+    head, size = _head_and_size(f)
+    msg = str(e).split('\n')[0].split('. This is an internal')[0]
+    if size == 0:
+        return 'file', ('the file is empty (0 bytes): a save, copy or download that wrote it was '
+                        'cut short. Save or download it again.')
+    damaged = (f'the file ({size} bytes) is truncated or damaged: it starts like a PyTorch '
+               f'checkpoint but cannot be read to its end ({type(e).__name__}: {msg}). A save, '
+               'copy or download was probably cut short; save or download it again.')
+    if head.startswith(b'PK\x03\x04'):  # torch.save's zip archive
+        return 'file', damaged
+    if head[:1] == b'\x80' and head[1:2] in (b'\x02', b'\x03', b'\x04', b'\x05'):  # a pickle
+        kind, value = _first_pickle(f)
+        if kind == 'unsafe' and not trusted:
+            return 'unsafe', value
+        if kind == 'ok' and not (isinstance(value, int) and
+                                 value == torch.serialization.MAGIC_NUMBER):
+            return 'file', (f'the file ({size} bytes) is a plain pickle, not a checkpoint written '
+                            'by torch.save (detectron2 .pkl weights: convert them with '
+                            'tools/model_converters/).')
+        return 'file', damaged  # torch's legacy format (or a pickle) cut short
+    return 'file', (f'the file ({size} bytes, starting with {head!r}) is not a PyTorch '
+                    "checkpoint: neither torch.save's zip format nor a pickle. Check the path.")
 
 
 def _pickle_globals():
@@ -173,8 +283,21 @@ def safe_pickle_load(path, name=None):
                 f'Refused to load pickle {name or path!r}: it contains a type outside '
                 f"clusterseg's allowlist of checkpoint contents ({e}). Loading it would run code "
                 f'from the file. If you trust this file, set {TRUST_ENV}=1.') from e
+        except Exception as e:  # not a pickle, or cut short
+            size = os.path.getsize(path)
+            problem = ('the file is empty (0 bytes)' if size == 0 else
+                       f'the file ({size} bytes) is not a complete pickle ({type(e).__name__}: {e})')
+            raise CheckpointFileError(name or path, problem) from e
 
 
+def _safe_loader(fn):
+    """Mark ``fn`` as a checkpoint-scheme loader that reads only through :func:`safe_torch_load`."""
+    fn._clusterseg_safe = True
+    fn.__name__ = fn.__name__.lstrip('_')  # mmengine logs "Loads checkpoint by NAME[10:] backend"
+    return fn
+
+
+@_safe_loader
 def _load_from_local(filename, map_location=None):
     filename = osp.expanduser(filename)
     if not osp.isfile(filename):
@@ -182,8 +305,10 @@ def _load_from_local(filename, map_location=None):
     return safe_torch_load(filename, map_location=map_location, name=filename)
 
 
-def _load_from_http(filename, map_location=None, model_dir=None):
-    # Download through mmengine's cache, then load safely (mmengine's load_url uses plain torch.load).
+@_safe_loader
+def _load_from_http(filename, map_location=None, model_dir=None, name=None):
+    """Download through torch hub's cache (as mmengine / torch do), then load safely: mmengine's
+    ``load_url`` is ``torch.hub.load_state_dict_from_url``, which loads with weights_only=False."""
     from mmengine.dist import get_dist_info
     from torch.hub import download_url_to_file, get_dir
     from urllib.parse import urlparse
@@ -195,7 +320,169 @@ def _load_from_http(filename, map_location=None, model_dir=None):
         download_url_to_file(filename, cached, progress=True)
     if world_size > 1:
         torch.distributed.barrier()
-    return safe_torch_load(cached, map_location=map_location, name=filename)
+    return safe_torch_load(cached, map_location=map_location,
+                           name=f'{cached} (downloaded from {name or filename})')
+
+
+@_safe_loader
+def _load_from_torchvision(filename, map_location=None):
+    """``torchvision://NAME`` (``modelzoo://NAME``, deprecated): torchvision's URL for NAME."""
+    from mmengine.runner.checkpoint import get_torchvision_models
+    model_name = filename.split('://', 1)[1]
+    urls = get_torchvision_models()
+    if model_name not in urls:
+        raise KeyError(f'{filename}: torchvision has no weights named {model_name!r}')
+    return _load_from_http(urls[model_name], map_location=map_location,
+                           name=f'{urls[model_name]}, for {filename}')
+
+
+@_safe_loader
+def _load_from_openmmlab(filename, map_location=None):
+    """``open-mmlab://NAME`` / ``openmmlab://NAME``: mmengine's hub json (plus
+    ``$MMENGINE_HOME/open_mmlab.json``) maps NAME to a URL or a path under ``$MMENGINE_HOME``."""
+    from mmengine.runner.checkpoint import (_get_mmengine_home, get_deprecated_model_names,
+                                            get_external_models)
+    import warnings
+    scheme, model_name = filename.split('://', 1)
+    deprecated = get_deprecated_model_names()
+    if model_name in deprecated:
+        warnings.warn(f'{scheme}://{model_name} is deprecated in favor of '
+                      f'{scheme}://{deprecated[model_name]}')
+        model_name = deprecated[model_name]
+    urls = get_external_models()
+    if model_name not in urls:
+        raise KeyError(f'{filename}: no OpenMMLab model named {model_name!r}')
+    url = urls[model_name]
+    if url.startswith(('http://', 'https://')):
+        return _load_from_http(url, map_location=map_location, name=f'{url}, for {filename}')
+    return _load_from_local(osp.join(_get_mmengine_home(), url), map_location=map_location)
+
+
+@_safe_loader
+def _load_from_mmcls(filename, map_location=None):
+    """``mmcls://NAME``: an mmcls model zoo URL; keeps the backbone's weights (as mmengine)."""
+    from mmengine.runner.checkpoint import _process_mmcls_checkpoint, get_mmcls_models
+    model_name = filename[len('mmcls://'):]
+    urls = get_mmcls_models()
+    if model_name not in urls:
+        raise KeyError(f'{filename}: no mmcls model named {model_name!r}')
+    return _process_mmcls_checkpoint(
+        _load_from_http(urls[model_name], map_location=map_location,
+                        name=f'{urls[model_name]}, for {filename}'))
+
+
+@_safe_loader
+def _load_from_pavi(filename, map_location=None):
+    """``pavi://PATH``: downloaded from PAVI's model cloud into a temporary folder."""
+    import tempfile
+    try:
+        from pavi import modelcloud
+    except ImportError:
+        raise ImportError('Please install pavi to load checkpoint from modelcloud.')
+    model = modelcloud.get(filename[len('pavi://'):])
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        downloaded = osp.join(tmp_dir, model.name)
+        model.download(downloaded)
+        return safe_torch_load(downloaded, map_location=map_location,
+                               name=f'{filename} (downloaded to {downloaded})')
+
+
+@_safe_loader
+def _load_from_ceph(filename, map_location=None, backend='petrel'):
+    """``s3://`` / ``petrel://`` (optionally ``NAME:s3://``): read through mmengine's backend."""
+    import mmengine.fileio
+    file_backend = mmengine.fileio.get_file_backend(filename, backend_args={'backend': backend})
+    with io.BytesIO(file_backend.get(filename)) as buffer:
+        return safe_torch_load(buffer, map_location=map_location, name=filename)
+
+
+# every scheme mmengine 0.10.7 registers (mmengine/runner/checkpoint.py), and its safe loader
+SAFE_SCHEMES = {
+    '': _load_from_local,
+    ('http://', 'https://'): _load_from_http,
+    ('modelzoo://', 'torchvision://'): _load_from_torchvision,
+    ('open-mmlab://', 'openmmlab://'): _load_from_openmmlab,
+    'mmcls://': _load_from_mmcls,
+    'pavi://': _load_from_pavi,
+    (r'(\S+\:)?s3://', r'(\S+\:)?petrel://'): _load_from_ceph,
+}
+
+# the file being read by Runner.resume (its contents must be a training checkpoint)
+_RESUMING = contextvars.ContextVar('clusterseg_resuming', default=None)
+
+
+@contextlib.contextmanager
+def _torch_load_through_allowlist():
+    """Point ``torch.load`` at :func:`safe_torch_load` for the duration (a loader we did not write
+    may pass ``weights_only=False``; the opt-in still applies)."""
+    original = torch.load
+
+    def load(f, map_location=None, pickle_module=None, *, weights_only=None, **kwargs):
+        return safe_torch_load(f, map_location=map_location, _load=original)
+
+    torch.load = load
+    try:
+        yield
+    finally:
+        torch.load = original
+
+
+def check_resumable(checkpoint, filename):
+    """Raise :class:`NotResumableCheckpointError` unless ``checkpoint`` holds what
+    ``Runner.resume`` reads: ``meta['epoch']``, ``meta['iter']`` and ``message_hub``."""
+    meta = checkpoint.get('meta') if isinstance(checkpoint, dict) else None
+    lacking = [k for k in ('epoch', 'iter') if not isinstance(meta, dict) or k not in meta]
+    lacking = [f"meta['{k}']" for k in lacking]
+    if not isinstance(checkpoint, dict) or 'message_hub' not in checkpoint:
+        lacking.append('message_hub')
+    if not lacking:
+        return
+    keys = ', '.join(map(str, list(checkpoint)[:8])) if isinstance(checkpoint, dict) else \
+        type(checkpoint).__name__
+    raise NotResumableCheckpointError(
+        filename,
+        f'cannot resume from it: it holds model weights only, not a training checkpoint (its '
+        f'top-level keys: {keys}; it lacks {", ".join(lacking)}, which the runner saves with '
+        'every checkpoint and resuming reads). To start training from these weights use '
+        f'load_from instead (tools/train.py CONFIG --cfg-options load_from={filename}); to '
+        'resume, pass a checkpoint a training run saved (WORK_DIR/epoch_N.pth or iter_N.pth), '
+        'or --resume without a value for the latest one in the work dir.')
+
+
+def _guard_checkpoint_loader():
+    """Every load goes through the allowlist; a file read for ``Runner.resume`` must be a
+    training checkpoint (checked before any weights are loaded into the model)."""
+    from mmengine.runner import Runner
+    from mmengine.runner.checkpoint import CheckpointLoader
+
+    for prefixes, loader in SAFE_SCHEMES.items():
+        CheckpointLoader.register_scheme(prefixes=prefixes, loader=loader, force=True)
+
+    load_checkpoint = CheckpointLoader.load_checkpoint.__func__
+
+    def checked_load_checkpoint(cls, filename, map_location=None, logger='current'):
+        loader = cls._get_checkpoint_loader(filename)
+        if getattr(loader, '_clusterseg_safe', False):
+            checkpoint = load_checkpoint(cls, filename, map_location, logger)
+        else:  # a scheme registered by other code: its torch.load calls go through the allowlist
+            with _torch_load_through_allowlist():
+                checkpoint = load_checkpoint(cls, filename, map_location, logger)
+        if _RESUMING.get() is not None and _RESUMING.get() == filename:
+            check_resumable(checkpoint, filename)
+        return checkpoint
+
+    CheckpointLoader.load_checkpoint = classmethod(checked_load_checkpoint)
+
+    resume = Runner.resume
+
+    def checked_resume(self, filename, *args, **kwargs):
+        token = _RESUMING.set(filename)
+        try:
+            return resume(self, filename, *args, **kwargs)
+        finally:
+            _RESUMING.reset(token)
+
+    Runner.resume = checked_resume
 
 
 def _guard_checkpoint_configs():
@@ -234,15 +521,12 @@ def _guard_checkpoint_configs():
 
 
 def install_safe_globals():
-    """Install the allowlist, the safe local/http checkpoint loaders and the guards against
-    configs stored in checkpoints (idempotent)."""
+    """Install the allowlist, the safe loaders of every checkpoint scheme, the resume check and
+    the guards against configs stored in checkpoints (idempotent)."""
     global _INSTALLED
     if _INSTALLED:
         return
     _INSTALLED = True
     torch.serialization.add_safe_globals(checkpoint_allowlist())
-    from mmengine.runner.checkpoint import CheckpointLoader
-    CheckpointLoader.register_scheme(prefixes='', loader=_load_from_local, force=True)
-    CheckpointLoader.register_scheme(
-        prefixes=('http://', 'https://'), loader=_load_from_http, force=True)
+    _guard_checkpoint_loader()
     _guard_checkpoint_configs()

@@ -1,4 +1,14 @@
-"""Loading pretrained state dicts into a module, with errors that list what does not fit."""
+"""Loading pretrained state dicts into a module, with errors that list what does not fit.
+
+A whole checkpoint loaded into a model for testing or inference must fit it (no missing,
+unexpected or mis-shaped keys) unless a partial load is allowed; one loaded for training
+(``load_from``) reports the fraction that loaded and must load something (:func:`load_policy`,
+installed into mmengine by :func:`install_load_checks`).
+"""
+import contextlib
+import contextvars
+import os
+import re
 from collections import OrderedDict
 
 
@@ -62,3 +72,273 @@ def check_state_dict_fits(own, state, name='checkpoint', allowed_missing=(), all
         raise StateDictMismatchError(
             f'{name}: the checkpoint does not fit the model.' + fmt('missing keys', missing) +
             fmt('unexpected keys', unexpected) + fmt('shape mismatches', mismatched))
+
+
+PARTIAL_ENV = 'CLUSTERSEG_ALLOW_PARTIAL_LOAD'
+SHOWN_KEYS = 5  # keys of each kind named in a message
+
+
+class CheckpointMismatchError(StateDictMismatchError):
+    """A checkpoint loaded for testing / inference does not fit the model, or nothing of the
+    model is in a checkpoint loaded for training.
+
+    Attributes:
+        filename (str): the checkpoint.
+        missing, unexpected, mismatched (list[str]): model keys absent from the checkpoint,
+            checkpoint keys the model lacks, and ``'key: checkpoint (..) vs model (..)'``.
+        loaded, total (int): model tensors that loaded, and the model's tensors.
+    """
+
+    def __init__(self, message, filename=None, report=None):
+        super().__init__(message)
+        self.filename = filename
+        report = report or _LoadReport()
+        self.missing, self.unexpected = report.missing, report.unexpected
+        self.mismatched, self.loaded, self.total = report.mismatched, report.loaded, report.total
+
+
+class _LoadReport:
+    def __init__(self):
+        self.missing, self.unexpected, self.mismatched, self.errors = [], [], [], []
+        self.loaded = self.total = self.loaded_numel = self.total_numel = 0
+
+    @property
+    def complete(self):
+        return not (self.missing or self.unexpected or self.mismatched or self.errors)
+
+    def summary(self):
+        pct = 100.0 * self.loaded_numel / max(self.total_numel, 1)
+        return (f'{self.loaded} of the model\'s {self.total} tensors loaded ({pct:.1f}% of its '
+                f'{self.total_numel:,} values)')
+
+    def details(self):
+        out = []
+        for title, keys in (('missing from the checkpoint', self.missing),
+                            ('unexpected (in the checkpoint, not in the model)', self.unexpected),
+                            ('shape mismatches (not loaded)', self.mismatched),
+                            ('other load errors', self.errors)):
+            if keys:
+                shown = '\n    '.join(keys[:SHOWN_KEYS])
+                more = f'\n    ... and {len(keys) - SHOWN_KEYS} more' if len(keys) > SHOWN_KEYS else ''
+                out.append(f'  {title}: {len(keys)}, first {min(len(keys), SHOWN_KEYS)}:\n'
+                           f'    {shown}{more}')
+        return '\n'.join(out)
+
+
+class _Policy:
+    def __init__(self, mode, name, allow_partial, target=None, what=None):
+        self.mode, self.name, self.allow_partial = mode, name, allow_partial
+        self.target, self.what, self.applied = target, what, False
+
+
+_POLICY = contextvars.ContextVar('clusterseg_load_policy', default=None)
+
+
+@contextlib.contextmanager
+def load_policy(mode, name=None, allow_partial=None, target=None, what=None):
+    """How the next whole-model load in this context treats a checkpoint that does not fit.
+
+    Args:
+        mode (str): ``'eval'`` (testing, inference): missing, unexpected or mis-shaped keys raise
+            :class:`CheckpointMismatchError` unless a partial load is allowed. ``'train'``
+            (``load_from``, resume): the loaded fraction is logged (a warning when partial), and
+            a checkpoint of which nothing loads raises.
+        name (str | None): the checkpoint, for messages (inherited from an enclosing policy).
+        allow_partial (bool | None): accept a partial load in ``'eval'`` mode; None: inherit from
+            an enclosing policy, else ``CLUSTERSEG_ALLOW_PARTIAL_LOAD=1``.
+        target (nn.Module | None): apply only to the load into this module (e.g. not an EMA
+            copy); None: the first load in the context.
+        what (str | None): how the load is named in messages (``'load_from'``, ``'resume'``).
+    """
+    outer = _POLICY.get()
+    if outer is not None:
+        name = outer.name if name is None else name
+        allow_partial = outer.allow_partial if allow_partial is None else allow_partial
+    token = _POLICY.set(_Policy(mode, name, allow_partial, target, what))
+    try:
+        yield
+    finally:
+        _POLICY.reset(token)
+
+
+def partial_load_allowed(allow_partial=None):
+    """``allow_partial`` if given, else whether ``CLUSTERSEG_ALLOW_PARTIAL_LOAD=1``."""
+    if allow_partial is not None:
+        return bool(allow_partial)
+    return os.environ.get(PARTIAL_ENV, '') == '1'
+
+
+def _unwrap(module):
+    from mmengine.model import BaseTTAModel, is_model_wrapper
+    while is_model_wrapper(module) or isinstance(module, BaseTTAModel):
+        module = module.module
+    return module
+
+
+_SIZE_MISMATCH = re.compile(r'size mismatch for (\S+): copying a param with shape (.+) from '
+                            r'checkpoint, the shape in current model is (.+)\.')
+
+
+def _load_with_report(module, state_dict):
+    """Load ``state_dict`` into ``module`` as mmengine's ``load_state_dict`` does (same recursion,
+    wrappers unwrapped at every level, torch's load hooks run) and report what did not fit."""
+    from mmengine.model import BaseTTAModel, is_model_wrapper
+    from mmengine.runner.checkpoint import _IncompatibleKeys
+    missing, unexpected, errors = [], [], []
+    metadata = getattr(state_dict, '_metadata', None)
+    state_dict = state_dict.copy()
+    if metadata is not None:
+        state_dict._metadata = metadata
+
+    def load(mod, local_state_dict, prefix=''):
+        if is_model_wrapper(mod) or isinstance(mod, BaseTTAModel):
+            mod = mod.module
+        local_metadata = {} if metadata is None else metadata.get(prefix[:-1], {})
+        mod._load_from_state_dict(local_state_dict, prefix, local_metadata, True, missing,
+                                  unexpected, errors)
+        for child_name, child in mod._modules.items():
+            if child is not None:
+                child_prefix = prefix + child_name + '.'
+                load(child, {k: v for k, v in local_state_dict.items()
+                             if k.startswith(child_prefix)}, child_prefix)
+        incompatible = _IncompatibleKeys(missing, unexpected)
+        for hook in getattr(mod, '_load_state_dict_post_hooks', {}).values():
+            hook(mod, incompatible)
+
+    load(module, state_dict)
+    report = _LoadReport()
+    report.missing = sorted(k for k in missing if 'num_batches_tracked' not in k)
+    report.unexpected = sorted(unexpected)
+    bad = set(report.missing)
+    for err in errors:
+        m = _SIZE_MISMATCH.search(str(err))
+        if m:
+            bad.add(m.group(1))
+            report.mismatched.append(f'{m.group(1)}: checkpoint {m.group(2)} vs model {m.group(3)}')
+        else:
+            report.errors.append(str(err).strip())
+    own = {k: v for k, v in _unwrap(module).state_dict().items() if 'num_batches_tracked' not in k}
+    report.total, report.total_numel = len(own), sum(v.numel() for v in own.values())
+    loaded = [v for k, v in own.items() if k not in bad]
+    report.loaded, report.loaded_numel = len(loaded), sum(v.numel() for v in loaded)
+    return report
+
+
+_OPT_IN = ('pass --allow-partial-load (tools/test.py, demo/image_demo.py, demo/cluster_demo.py), '
+           'allow_partial_load=True (clusterseg.apis.init_inferencer / predict_and_draw), or set '
+           f'{PARTIAL_ENV}=1 (any entry point, e.g. the stock inferencers)')
+
+
+def _apply(policy, report, module, strict):
+    import logging
+
+    from mmengine.logging import print_log
+    name = policy.name or 'the checkpoint'
+    model = type(_unwrap(module)).__name__
+    if policy.mode == 'eval':
+        if report.complete:
+            return
+        if partial_load_allowed(policy.allow_partial) and not strict:
+            print_log(f'checkpoint {name} loaded PARTIALLY into {model} (allowed): '
+                      f'{report.summary()}; the rest keeps its initial (random) values.\n'
+                      f'{report.details()}', logger='current', level=logging.WARNING)
+            return
+        raise CheckpointMismatchError(
+            f'checkpoint {name} does not fit the model {model}: {report.summary()}.\n'
+            f'{report.details()}\nTesting or inference with it would use random weights for '
+            'everything that did not load. Check that the checkpoint belongs to this config. To '
+            f'accept a partial load on purpose, {_OPT_IN}.', name, report)
+    what = policy.what or 'load_from'
+    if report.total and report.loaded == 0:
+        raise CheckpointMismatchError(
+            f'{what} {name}: nothing of the model {model} is in this checkpoint '
+            f'({report.summary()}).\n{report.details()}\nTraining would start from random weights '
+            'although the config asks for these. Check that the checkpoint belongs to this model '
+            '(or remove load_from).', name, report)
+    if strict and not report.complete:
+        raise CheckpointMismatchError(
+            f'{what} {name} does not fit the model {model} (strict=True): {report.summary()}.\n'
+            f'{report.details()}', name, report)
+    if report.complete:
+        print_log(f'{what} {name}: {report.summary()}.', logger='current', level=logging.INFO)
+    else:
+        print_log(f'{what} {name}: PARTIAL LOAD, {report.summary()}; the rest keeps its '
+                  f'initial values.\n{report.details()}', logger='current', level=logging.WARNING)
+
+
+def install_load_checks():
+    """Apply :func:`load_policy` to mmengine's whole-model loads (idempotent):
+
+    * ``Runner.test`` / ``Runner.val`` load ``load_from`` in ``'eval'`` mode (strict);
+      ``Runner.train`` (``load_from``, resume) in ``'train'`` mode;
+    * the mmengine inferencers (``MMSegInferencer``, ``DetInferencer``) and mmpretrain's
+      inferencers load their weights in ``'eval'`` mode.
+
+    Outside these (``init_cfg`` ``Pretrained``, a direct ``load_checkpoint(model, ...)``), loads
+    behave as in mmengine (a warning listing what did not fit).
+    """
+    import mmengine.runner.checkpoint as ckpt_module
+    if getattr(ckpt_module.load_state_dict, '_clusterseg_checked', False):
+        return
+    from mmengine.infer import BaseInferencer
+    from mmengine.runner import Runner
+
+    mmengine_load_state_dict = ckpt_module.load_state_dict
+
+    def load_state_dict(module, state_dict, strict=False, logger=None):
+        policy = _POLICY.get()
+        if policy is None or policy.applied or (
+                policy.target is not None and _unwrap(module) is not policy.target):
+            return mmengine_load_state_dict(module, state_dict, strict, logger)
+        policy.applied = True
+        _apply(policy, _load_with_report(module, state_dict), module, strict)
+
+    load_state_dict._clusterseg_checked = True
+    ckpt_module.load_state_dict = load_state_dict  # _load_checkpoint_to_model's global
+
+    mode_var = contextvars.ContextVar('clusterseg_runner_mode', default='train')
+
+    def in_mode(method, mode):
+        def wrapped(self, *args, **kwargs):
+            token = mode_var.set(mode)
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                mode_var.reset(token)
+        wrapped.__name__, wrapped.__doc__ = method.__name__, method.__doc__
+        return wrapped
+
+    Runner.train = in_mode(Runner.train, 'train')
+    Runner.val = in_mode(Runner.val, 'eval')
+    Runner.test = in_mode(Runner.test, 'eval')
+
+    runner_load_checkpoint = Runner.load_checkpoint
+
+    def load_checkpoint(self, filename, *args, **kwargs):
+        from clusterseg.utils.checkpoint import _RESUMING
+        what = 'resume' if _RESUMING.get() == filename else 'load_from'
+        with load_policy(mode_var.get(), name=filename, target=_unwrap(self.model), what=what):
+            return runner_load_checkpoint(self, filename, *args, **kwargs)
+
+    Runner.load_checkpoint = load_checkpoint
+
+    init_model = BaseInferencer._init_model
+
+    def _init_model(self, cfg, weights, device='cpu'):
+        with load_policy('eval', name=weights):
+            return init_model(self, cfg, weights, device)
+
+    BaseInferencer._init_model = _init_model
+
+    try:
+        from mmpretrain.apis.base import BaseInferencer as PretrainInferencer
+    except ImportError:  # mmpretrain is optional
+        return
+    pretrain_init = PretrainInferencer.__init__
+
+    def __init__(self, model, pretrained=True, *args, **kwargs):
+        name = pretrained if isinstance(pretrained, str) else None
+        with load_policy('eval', name=name):
+            pretrain_init(self, model, pretrained, *args, **kwargs)
+
+    PretrainInferencer.__init__ = __init__
