@@ -22,10 +22,10 @@ from clusterseg.engine import (adapt_to_device, add_result_dump, check_data_root
                                add_input_checks, explain_bad_config_key,
                                set_trust_checkpoints, set_work_dir, setup_cpu_distributed, teardown_distributed)
 from clusterseg.utils.state_dict import PARTIAL_ENV  # noqa: E402
+from clusterseg.engine.validate import (align_evaluators, build_runner,  # noqa: E402
+                                        check_cfg_options, validate_run)
 from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.dist import is_main_process  # noqa: E402
-from mmengine.registry import RUNNERS  # noqa: E402
-from mmengine.runner import Runner  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -64,6 +64,7 @@ def build_cfg(args):
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
+        check_cfg_options(cfg, args.cfg_options)  # a misspelt top-level key is not ignored
         cfg.merge_from_dict(args.cfg_options)
     scope_of(cfg)
     set_work_dir(cfg, args.work_dir, args.config)
@@ -83,6 +84,8 @@ def build_cfg(args):
         add_result_dump(cfg, args.out)
     adapt_to_device(cfg)
     check_data_roots(cfg, ('test_dataloader',))
+    align_evaluators(cfg, args.cfg_options)  # metrics read the evaluated dataset's annotations
+    validate_run(cfg, 'test')  # hooks, metrics, types, num_classes
     add_input_checks(cfg)  # name the file of a corrupt image / bad label; empty datasets
     return cfg
 
@@ -94,7 +97,7 @@ def main(argv=None):
     cfg = build_cfg(args)
     setup_cpu_distributed(cfg)
     try:
-        runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+        runner = build_runner(cfg)  # the config it saves runs in every tool and inferencer
         metrics = runner.test()
         teardown_distributed()
     except KeyError as e:

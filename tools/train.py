@@ -25,9 +25,9 @@ from clusterseg.engine import (adapt_to_device, check_data_roots, enable_amp,  #
                                add_distributed_loss_mean, add_input_checks,
                                explain_bad_config_key,
                                set_trust_checkpoints, set_work_dir, setup_cpu_distributed, teardown_distributed)
+from clusterseg.engine.validate import (align_evaluators, build_runner,  # noqa: E402
+                                        check_cfg_options, validate_run)
 from mmengine.config import Config, DictAction  # noqa: E402
-from mmengine.registry import RUNNERS  # noqa: E402
-from mmengine.runner import Runner  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -61,6 +61,7 @@ def build_cfg(args):
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
+        check_cfg_options(cfg, args.cfg_options)  # a misspelt top-level key is not ignored
         cfg.merge_from_dict(args.cfg_options)
     scope_of(cfg)
     set_work_dir(cfg, args.work_dir, args.config)
@@ -77,6 +78,8 @@ def build_cfg(args):
         cfg.resume, cfg.load_from = True, args.resume
     adapt_to_device(cfg)
     check_data_roots(cfg, ('train_dataloader', 'val_dataloader'))
+    align_evaluators(cfg, args.cfg_options)  # metrics read the evaluated dataset's annotations
+    validate_run(cfg, 'train')  # hooks, loops, optimizer, schedulers, types, num_classes
     add_input_checks(cfg)  # name the file of a corrupt image / bad label; empty datasets
     add_distributed_loss_mean(cfg)  # log the global batch's loss in multi-process runs
     return cfg
@@ -87,7 +90,7 @@ def main(argv=None):
     cfg = build_cfg(args)
     setup_cpu_distributed(cfg)
     try:
-        runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+        runner = build_runner(cfg)  # the config it saves runs in every tool and inferencer
         runner.train()
         teardown_distributed()
     except KeyError as e:

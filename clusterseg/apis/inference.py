@@ -11,6 +11,7 @@ A checkpoint must fit the model: missing, unexpected or mis-shaped keys raise
 of each kind) instead of drawing with random weights. ``allow_partial_load=True`` (or
 ``CLUSTERSEG_ALLOW_PARTIAL_LOAD=1``) accepts a partial load on purpose.
 """
+import copy
 import tempfile
 from typing import Optional, Tuple, Union
 
@@ -61,8 +62,11 @@ def init_inferencer(config: ConfigType, checkpoint: Optional[str] = None, device
             Otherwise such a checkpoint raises :class:`clusterseg.utils.CheckpointMismatchError`.
     """
     import clusterseg  # noqa: F401  (safe checkpoint loading, registries)
+    from clusterseg.engine.runner_setup import strip_input_checks
     from clusterseg.utils.state_dict import load_policy
-    cfg = _as_config(config)
+    # without the tools' checking transforms (clusterseg.LoadImageFromFile, ...): the stock
+    # inferencers find the test pipeline's image loader by its stock name
+    cfg = strip_input_checks(copy.deepcopy(_as_config(config)))
     task = get_task(cfg)
     # several libraries in one process: build under the config's own scope, whatever is current
     with DefaultScope.overwrite_default_scope(cfg.default_scope), \

@@ -302,6 +302,10 @@ _LOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
 _CHECKED_LOADERS = {'LoadImageFromFile': 'clusterseg.LoadImageFromFile',
                     'LoadPanopticAnnotations': 'clusterseg.LoadPanopticAnnotations',
                     'mmdet.LoadPanopticAnnotations': 'clusterseg.LoadPanopticAnnotations'}
+# mmseg's annotation loader (only in mmseg configs: mmdet's LoadAnnotations is another class)
+_CHECKED_SEG_LOADERS = {'LoadAnnotations': 'clusterseg.LoadSegAnnotations',
+                        'mmseg.LoadAnnotations': 'clusterseg.LoadSegAnnotations'}
+_SEG_LOADER_TYPES = ('LoadAnnotations', 'mmseg.LoadAnnotations', 'clusterseg.LoadSegAnnotations')
 
 
 def _seg_num_classes(cfg):
@@ -321,16 +325,28 @@ def add_input_checks(cfg):
     * ``LoadPanopticAnnotations`` (mmdet's) -> ``clusterseg.LoadPanopticAnnotations``: same
       arguments and outputs; a panoptic PNG that disagrees with its json ``segments_info``
       (ids on one side only, another size) raises naming the PNG, the image and the ids.
-    * mmseg configs: ``clusterseg.CheckSegLabels`` right after ``LoadAnnotations``, with the
+    * mmseg configs: ``LoadAnnotations`` (mmseg's) -> ``clusterseg.LoadSegAnnotations``: same
+      arguments and outputs; an annotation that is not a single-channel 8-bit label map of its
+      image's size raises naming the file and what was found.
+    * mmseg configs: ``clusterseg.CheckSegLabels`` right after the annotation loader, with the
       decode head's ``num_classes`` and the loss's ignore index (255): a label outside the
       classes raises naming the annotation file and the value.
     * ``clusterseg.DatasetCheckHook`` in ``custom_hooks``: an empty dataset stops the run
       before it starts, naming the dataset's data_root / ann_file.
+    * COCO datasets count, report (or, with ``strict_annotations = True`` in the config, refuse)
+      the annotations mmdet drops silently, and say so when ``filter_cfg`` removes every image
+      (:func:`clusterseg.engine.data_checks.install_coco_checks`).
 
     Valid data passes through unchanged. Returns the number of transforms replaced or added.
+    :func:`strip_input_checks` undoes the pipeline and hook changes.
     """
+    from clusterseg.engine import data_checks
     scope = cfg.get('default_scope', None)
     num_classes = _seg_num_classes(cfg) if scope == 'mmseg' else None
+    if scope == 'mmdet':
+        data_checks.install_coco_checks()
+        data_checks.set_strict(cfg.get('strict_annotations', False))
+    checked = dict(_CHECKED_LOADERS, **(_CHECKED_SEG_LOADERS if scope == 'mmseg' else {}))
     changed = 0
     seen = set()
     for loader_key in _LOADERS:
@@ -344,7 +360,7 @@ def add_input_checks(cfg):
             seen.add(id(pipeline))
             out = []
             for i, t in enumerate(pipeline):
-                new_type = isinstance(t, dict) and _CHECKED_LOADERS.get(t.get('type'))
+                new_type = isinstance(t, dict) and checked.get(t.get('type'))
                 if new_type:
                     t = ConfigDict(t)
                     t['type'] = new_type
@@ -352,7 +368,7 @@ def add_input_checks(cfg):
                 out.append(t)
                 nxt = pipeline[i + 1] if i + 1 < len(pipeline) else None
                 if (num_classes is not None and isinstance(t, dict)
-                        and t.get('type') == 'LoadAnnotations'
+                        and t.get('type') in _SEG_LOADER_TYPES
                         and not (isinstance(nxt, dict)
                                  and nxt.get('type') == 'clusterseg.CheckSegLabels')):
                     out.append(ConfigDict(type='clusterseg.CheckSegLabels',
@@ -365,6 +381,50 @@ def add_input_checks(cfg):
         cfg.custom_hooks = list(hooks) + [dict(type='clusterseg.DatasetCheckHook')]
         changed += 1
     return changed
+
+
+_UNCHECKED = {'clusterseg.LoadImageFromFile': 'LoadImageFromFile',
+              'clusterseg.LoadPanopticAnnotations': 'LoadPanopticAnnotations'}
+
+
+def strip_input_checks(cfg):
+    """Undo :func:`add_input_checks` in place: the stock loaders back in every dataset pipeline,
+    no ``CheckSegLabels``, no ``DatasetCheckHook``. Returns ``cfg``.
+
+    The stock inferencers (``MMSegInferencer``, ``DetInferencer``,
+    ``ImageClassificationInferencer``) find the image loader of a test pipeline by its name
+    ``LoadImageFromFile``; a config with the checking versions in would not run there.
+    """
+    scope = cfg.get('default_scope', None)
+    back = dict(_UNCHECKED, **{'clusterseg.LoadSegAnnotations':
+                               'LoadAnnotations' if scope == 'mmseg' else 'mmseg.LoadAnnotations'})
+    seen = set()
+    pipelines = []
+    for loader_key in _LOADERS:
+        loader = cfg.get(loader_key, None)
+        if isinstance(loader, dict):
+            pipelines += [ds.get('pipeline') for _, ds in
+                          _iter_datasets(loader.get('dataset'), f'{loader_key}.dataset')]
+    for key in ('train_pipeline', 'val_pipeline', 'test_pipeline', 'tta_pipeline'):
+        pipelines.append(cfg.get(key, None))
+    for pipeline in pipelines:
+        if not isinstance(pipeline, list) or id(pipeline) in seen:
+            continue
+        seen.add(id(pipeline))
+        out = []
+        for t in pipeline:
+            if isinstance(t, dict) and t.get('type') == 'clusterseg.CheckSegLabels':
+                continue
+            if isinstance(t, dict) and t.get('type') in back:
+                t = ConfigDict(t)
+                t['type'] = back[t['type']]
+            out.append(t)
+        pipeline[:] = out
+    hooks = cfg.get('custom_hooks', None)
+    if isinstance(hooks, list):
+        cfg.custom_hooks = [h for h in hooks if not (
+            isinstance(h, dict) and h.get('type') == 'clusterseg.DatasetCheckHook')]
+    return cfg
 
 
 class ConfigKeyError(TypeError):

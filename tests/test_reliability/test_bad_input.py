@@ -82,7 +82,7 @@ def test_input_checks_are_wired_into_pipelines():
     for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         types = [t['type'] for t in cfg[key].dataset.pipeline]
         assert types[0] == 'clusterseg.LoadImageFromFile', types
-        assert types[types.index('LoadAnnotations') + 1] == 'clusterseg.CheckSegLabels'
+        assert types[types.index('clusterseg.LoadSegAnnotations') + 1] == 'clusterseg.CheckSegLabels'
     check = cfg.train_dataloader.dataset.pipeline[2]
     assert check.num_classes == cfg.model.decode_head.num_classes == 8
     assert any(h['type'] == 'clusterseg.DatasetCheckHook' for h in cfg.custom_hooks)

@@ -12,6 +12,7 @@ from mmcv.transforms import BaseTransform
 from mmdet.datasets.transforms import LoadPanopticAnnotations as _MMDetLoadPanopticAnnotations
 from mmdet.structures.mask import BitmapMasks
 from mmengine import fileio
+from mmseg.datasets.transforms import LoadAnnotations as _MMSegLoadAnnotations
 
 from clusterseg.registry import TRANSFORMS
 
@@ -29,6 +30,10 @@ class SegLabelError(ValueError):
 
 class PanopticAnnotationError(ValueError):
     """A panoptic PNG and its ``segments_info`` in the annotation json disagree."""
+
+
+class SegAnnotationError(ValueError):
+    """A segmentation annotation is not a single-channel 8-bit label map of its image's size."""
 
 
 def check_image_bytes(data, path):
@@ -127,6 +132,68 @@ class CheckSegLabels(BaseTransform):
     def __repr__(self):
         return (f'{self.__class__.__name__}(num_classes={self.num_classes}, '
                 f'ignore_index={self.ignore_index})')
+
+
+@TRANSFORMS.register_module()
+class LoadSegAnnotations(_MMSegLoadAnnotations):
+    """mmseg's ``LoadAnnotations`` (same arguments, same ``gt_seg_map`` on valid data) that
+    checks the decoded annotation file before using it, raising :class:`SegAnnotationError`
+    naming the file and what was found:
+
+    * not a single-channel map (an RGB or RGBA colour-coded mask): mmseg would keep the
+      channels and fail much later, or mix them up;
+    * not 8-bit (e.g. a 16-bit PNG): mmseg casts to ``uint8``, so label 256 silently becomes 0;
+    * a size other than its image's (``ori_shape``): it trains at batch size 1 and fails with an
+      anonymous ``stack expects each tensor to be equal size`` at larger batches.
+
+    The file is read and decoded once, as mmseg does.
+    """
+
+    def _load_seg_map(self, results):
+        path = results['seg_map_path']
+        data = fileio.get(path, backend_args=self.backend_args)
+        raw = mmcv.imfrombytes(data, flag='unchanged', backend=self.imdecode_backend)
+        if raw is None:
+            raise SegAnnotationError(f'cannot decode segmentation annotation {path} '
+                                     f'({len(data)} bytes)')
+        if raw.ndim == 3 and raw.shape[2] == 1:
+            raw = raw[..., 0]
+        img = results.get('img_path', '<unknown image>')
+        if raw.ndim != 2:
+            raise SegAnnotationError(
+                f'segmentation annotation {path} (image {img}) has {raw.shape[2]} channels '
+                f'({raw.shape[0]}x{raw.shape[1]}x{raw.shape[2]}, {raw.dtype}): expected a '
+                'single-channel 8-bit label map whose pixel values are class ids (a colour-coded '
+                'RGB mask must be converted to ids first)')
+        if raw.dtype not in (np.uint8, np.bool_):
+            raise SegAnnotationError(
+                f'segmentation annotation {path} (image {img}) is {raw.dtype} (values '
+                f'{int(raw.min())}..{int(raw.max())}): expected a single-channel 8-bit label '
+                'map; mmseg casts to uint8, so values above 255 would wrap around (256 -> 0). '
+                'Save it as an 8-bit PNG')
+        shape = results.get('ori_shape', None)
+        if shape is not None and tuple(raw.shape) != tuple(shape[:2]):
+            raise SegAnnotationError(
+                f'segmentation annotation {path} is {raw.shape[0]}x{raw.shape[1]} (HxW) but its '
+                f'image {img} is {shape[0]}x{shape[1]}: an annotation must have its image\'s size')
+        gt = raw.astype(np.uint8)
+        # from here on exactly mmseg 1.2.2's LoadAnnotations._load_seg_map
+        if self.reduce_zero_label is None:
+            self.reduce_zero_label = results['reduce_zero_label']
+        assert self.reduce_zero_label == results['reduce_zero_label'], \
+            'Initialize dataset with `reduce_zero_label` as ' \
+            f'{results["reduce_zero_label"]} but when load annotation ' \
+            f'the `reduce_zero_label` is {self.reduce_zero_label}'
+        if self.reduce_zero_label:
+            gt[gt == 0] = 255
+            gt = gt - 1
+            gt[gt == 254] = 255
+        if results.get('label_map', None) is not None:
+            copy = gt.copy()
+            for old_id, new_id in results['label_map'].items():
+                gt[copy == old_id] = new_id
+        results['gt_seg_map'] = gt
+        results['seg_fields'].append('gt_seg_map')
 
 
 def _ids(values, limit=10):
