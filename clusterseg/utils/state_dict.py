@@ -76,6 +76,9 @@ def check_state_dict_fits(own, state, name='checkpoint', allowed_missing=(), all
 
 PARTIAL_ENV = 'CLUSTERSEG_ALLOW_PARTIAL_LOAD'
 SHOWN_KEYS = 5  # keys of each kind named in a message
+# a training load (load_from, resume) that brings less than this fraction of the model's values
+# is refused: another model's checkpoint shares at most a few biases with it
+NOTHING_LOADED = 0.01
 
 
 class CheckpointMismatchError(StateDictMismatchError):
@@ -142,7 +145,8 @@ def load_policy(mode, name=None, allow_partial=None, target=None, what=None):
         mode (str): ``'eval'`` (testing, inference): missing, unexpected or mis-shaped keys raise
             :class:`CheckpointMismatchError` unless a partial load is allowed. ``'train'``
             (``load_from``, resume): the loaded fraction is logged (a warning when partial), and
-            a checkpoint of which nothing loads raises.
+            a checkpoint that brings less than 1% of the model's values raises (unless a partial
+            load is allowed).
         name (str | None): the checkpoint, for messages (inherited from an enclosing policy).
         allow_partial (bool | None): accept a partial load in ``'eval'`` mode; None: inherit from
             an enclosing policy, else ``CLUSTERSEG_ALLOW_PARTIAL_LOAD=1``.
@@ -214,7 +218,9 @@ def _load_with_report(module, state_dict):
         m = _SIZE_MISMATCH.search(str(err))
         if m:
             bad.add(m.group(1))
-            report.mismatched.append(f'{m.group(1)}: checkpoint {m.group(2)} vs model {m.group(3)}')
+            ckpt_shape, model_shape = (re.sub(r'torch\.Size\(\[(.*)\]\)', r'(\1)', g)
+                                       for g in m.group(2, 3))
+            report.mismatched.append(f'{m.group(1)}: checkpoint {ckpt_shape} vs model {model_shape}')
         else:
             report.errors.append(str(err).strip())
     own = {k: v for k, v in _unwrap(module).state_dict().items() if 'num_batches_tracked' not in k}
@@ -249,12 +255,14 @@ def _apply(policy, report, module, strict):
             'everything that did not load. Check that the checkpoint belongs to this config. To '
             f'accept a partial load on purpose, {_OPT_IN}.', name, report)
     what = policy.what or 'load_from'
-    if report.total and report.loaded == 0:
+    if (report.total and report.loaded_numel < NOTHING_LOADED * report.total_numel
+            and not partial_load_allowed(policy.allow_partial)):
         raise CheckpointMismatchError(
-            f'{what} {name}: nothing of the model {model} is in this checkpoint '
-            f'({report.summary()}).\n{report.details()}\nTraining would start from random weights '
-            'although the config asks for these. Check that the checkpoint belongs to this model '
-            '(or remove load_from).', name, report)
+            f'{what} {name}: (almost) nothing of the model {model} is in this checkpoint: '
+            f'{report.summary()}, under {NOTHING_LOADED:.0%} of its values.\n{report.details()}\n'
+            'Training would start from random weights although the config asks for these. Check '
+            'that the checkpoint belongs to this model (or remove load_from); to load it anyway, '
+            f'set {PARTIAL_ENV}=1.', name, report)
     if strict and not report.complete:
         raise CheckpointMismatchError(
             f'{what} {name} does not fit the model {model} (strict=True): {report.summary()}.\n'
