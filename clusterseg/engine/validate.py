@@ -149,6 +149,8 @@ def _dataset_paths(cfg, loader_key):
         return None, {}
     root = ds.get('data_root', None)
     prefix = ds.get('data_prefix', None) or {}
+    if not isinstance(prefix, dict):  # mmpretrain's CustomDataset(data_prefix='train')
+        prefix = {}
     paths = {'ann_file': (_join(root, ds.get('ann_file')), 'ann_file')}
     if prefix.get('seg'):
         paths['seg_prefix'] = (_join(root, prefix['seg']), 'data_prefix.seg')
