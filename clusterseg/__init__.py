@@ -29,4 +29,9 @@ install_atomic_last_checkpoint()
 install_orphan_cleanup()
 install_empty_dataset_check()
 
+# The stock inferencers take a model name of model-index.yml (clusterseg/apis/model_zoo.py).
+from clusterseg.apis.model_zoo import install_named_models  # noqa: E402
+
+install_named_models()
+
 __all__ = ['__version__', 'version_info']

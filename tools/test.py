@@ -60,6 +60,42 @@ def parse_args(argv=None):
     return args
 
 
+def _resize_scales(pipeline):
+    """Every ``Resize`` scale (w, h) in a (TTA) pipeline, TestTimeAug's branches included."""
+    for t in pipeline or []:
+        if isinstance(t, (list, tuple)):
+            yield from _resize_scales(t)
+        elif isinstance(t, dict):
+            if t.get('type') in ('Resize', 'mmseg.Resize', 'mmcv.Resize') and t.get('scale'):
+                yield tuple(t['scale'])
+            yield from _resize_scales(t.get('transforms'))
+
+
+def use_tta(cfg, config_path):
+    """Test with the config's ``tta_model`` around its model and ``tta_pipeline`` as the test
+    pipeline (the ADE20K bases: 6 scales x 2 flips; kMaX: flips at its fixed size)."""
+    if 'tta_model' not in cfg or 'tta_pipeline' not in cfg:
+        raise SystemExit(f'--tta: {config_path} has no {"tta_model" if "tta_model" not in cfg else "tta_pipeline"}. '
+                         'The ADE20K configs inherit both (configs/_base_/datasets/ade20k.py, '
+                         'configs/_base_/default_runtime_mmseg.py); add them to test other configs '
+                         'with test-time augmentation.')
+    # a model at one fixed input size (kMaX) pads every batch to it: larger views cannot run
+    head = cfg.model.get('decode_head')
+    fixed = head.get('input_size') if isinstance(head, dict) else None
+    if fixed:
+        too_large = [s for s in _resize_scales(cfg.tta_pipeline) if max(s) > max(fixed) or
+                     min(s) > min(fixed)]
+        if too_large:
+            raise SystemExit(
+                f'--tta: {config_path} runs at the fixed input size {tuple(fixed)}, but its '
+                f'tta_pipeline resizes to {too_large} (larger): multi-scale TTA cannot apply. Use '
+                'a tta_pipeline within that size, e.g. flips only at Resize(scale=image_size), as '
+                'configs/kmax_deeplab/kmax-seg_r50_32xb2-100k_ade20k-1281x1281.py does.')
+    cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+    cfg.tta_model.module = cfg.model
+    cfg.model = cfg.tta_model
+
+
 def build_cfg(args):
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
@@ -75,11 +111,7 @@ def build_cfg(args):
     if args.show or args.show_dir:
         enable_visualization(cfg, args.show_dir, args.show, args.wait_time)
     if args.tta:
-        if 'tta_model' not in cfg or 'tta_pipeline' not in cfg:
-            raise SystemExit('--tta needs tta_model and tta_pipeline in the config')
-        cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
-        cfg.tta_model.module = cfg.model
-        cfg.model = cfg.tta_model
+        use_tta(cfg, args.config)
     if args.out is not None:
         add_result_dump(cfg, args.out)
     adapt_to_device(cfg)

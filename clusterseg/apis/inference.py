@@ -6,6 +6,11 @@ clusterseg configs carry their downstream library as ``default_scope`` (``mmseg`
 pick the right one from the config and give every task the same two calls: predict, and draw the
 prediction.
 
+Wherever a config is taken, a model name of ``model-index.yml`` works too
+(:func:`clusterseg.apis.list_models`): it stands for its config, and its published weights are
+the default checkpoint (official layouts converted on the fly, see
+:mod:`clusterseg.apis.model_zoo`).
+
 A checkpoint must fit the model: missing, unexpected or mis-shaped keys raise
 :class:`clusterseg.utils.CheckpointMismatchError` (naming the file, the counts and the first keys
 of each kind) instead of drawing with random weights. ``allow_partial_load=True`` (or
@@ -27,11 +32,15 @@ TASKS = ('seg', 'det', 'panoptic', 'cls')
 
 
 def _as_config(config: ConfigType) -> Config:
-    return Config.fromfile(config) if isinstance(config, str) else config
+    """A Config from a config path, a model name or a Config."""
+    if isinstance(config, str):
+        from clusterseg.apis.model_zoo import get_model_info, is_model_name
+        return Config.fromfile(get_model_info(config).config if is_model_name(config) else config)
+    return config
 
 
 def get_task(config: ConfigType) -> str:
-    """The task of a config: ``'seg'``, ``'det'``, ``'panoptic'`` or ``'cls'``.
+    """The task of a config (or model name): ``'seg'``, ``'det'``, ``'panoptic'`` or ``'cls'``.
 
     The scope names the library; an mmdet model whose head predicts panoptic maps (a
     ``panoptic_fusion_head``, or a ``*Panoptic*`` model type) is ``'panoptic'``.
@@ -52,45 +61,64 @@ def get_task(config: ConfigType) -> str:
                      'expected mmseg, mmdet or mmpretrain')
 
 
-def init_inferencer(config: ConfigType, checkpoint: Optional[str] = None, device: str = 'cpu',
+def init_inferencer(config: ConfigType, checkpoint: Union[None, bool, str] = None, device: str = 'cpu',
                      allow_partial_load: Optional[bool] = None):
     """The stock OpenMMLab inferencer for ``config`` (chosen by its scope), with ``checkpoint``.
 
     Args:
+        config (str | Config): a config path, a Config, or a model name of ``model-index.yml``.
+        checkpoint (None | bool | str): the weights. For a config: None, no weights. For a model
+            name: None or True, its published weights (random, with a warning, where none were
+            published; True and none published is an error); False, none.
         allow_partial_load (bool | None): accept a checkpoint that does not fit the model (what
             does not load keeps its random initial values); None: ``CLUSTERSEG_ALLOW_PARTIAL_LOAD=1``.
             Otherwise such a checkpoint raises :class:`clusterseg.utils.CheckpointMismatchError`.
     """
     import clusterseg  # noqa: F401  (safe checkpoint loading, registries)
-    from clusterseg.engine.runner_setup import strip_input_checks
+    from clusterseg.apis.model_zoo import get_model_info, is_model_name
     from clusterseg.utils.state_dict import load_policy
-    # without the tools' checking transforms (clusterseg.LoadImageFromFile, ...): the stock
-    # inferencers find the test pipeline's image loader by its stock name
-    cfg = strip_input_checks(copy.deepcopy(_as_config(config)))
+    cfg = _as_config(config)
     task = get_task(cfg)
+    model = config if isinstance(config, str) and is_model_name(config) else cfg
+    if model is not cfg:
+        if checkpoint is True and not get_model_info(config).weights:
+            raise ValueError(f'model {config} has no published weights (no Weights: in '
+                             f'{get_model_info(config).metafile}); pass the checkpoint of a trained model')
+    elif isinstance(checkpoint, bool):
+        raise TypeError('checkpoint=True/False is for a model name; with a config pass a path or None')
+    name = checkpoint if isinstance(checkpoint, str) else None
     # several libraries in one process: build under the config's own scope, whatever is current
     with DefaultScope.overwrite_default_scope(cfg.default_scope), \
-            load_policy('eval', name=checkpoint, allow_partial=allow_partial_load):
-        return _build_inferencer(task, cfg, checkpoint, device)
+            load_policy('eval', name=name, allow_partial=allow_partial_load):
+        return _build_inferencer(task, model, checkpoint, device)
 
 
-def _build_inferencer(task, cfg, checkpoint, device):
+def _build_inferencer(task, model, checkpoint, device):
+    """``model``: a Config, or a model name (the stock inferencers take those once clusterseg is
+    imported: :func:`clusterseg.apis.model_zoo.install_named_models`)."""
     if task == 'seg':
         from mmseg.apis import MMSegInferencer
-        return MMSegInferencer(cfg, checkpoint, device=device)
+        return MMSegInferencer(model, checkpoint, device=device)
     if task in ('det', 'panoptic'):
         from mmdet.apis import DetInferencer
-        return DetInferencer(cfg, checkpoint, device=device, show_progress=False)
+        return DetInferencer(model, checkpoint, device=device, show_progress=False)
     from mmpretrain.apis import ImageClassificationInferencer
-    return ImageClassificationInferencer(cfg, pretrained=checkpoint or False, device=device)
+    pretrained = (True if checkpoint is None else checkpoint) if isinstance(model, str) else (checkpoint or False)
+    return ImageClassificationInferencer(model, pretrained=pretrained, device=device)
 
 
 def _scope(inferencer) -> str:
     return type(inferencer).__module__.split('.')[0]
 
 
-def inference_model(inferencer, img: ImageType):
-    """Predict one image (a path, or a BGR array); returns the library's data sample."""
+def inference_model(inferencer, img: ImageType, device: str = 'cpu'):
+    """Predict one image (a path, or a BGR array); returns the library's data sample.
+
+    ``inferencer``: one of :func:`init_inferencer`, or a model name / config path / Config (an
+    inferencer is built for it, with a name's published weights; see :func:`init_inferencer`).
+    """
+    if isinstance(inferencer, (str, Config)):
+        inferencer = init_inferencer(inferencer, device=device)
     scope = _scope(inferencer)
     with DefaultScope.overwrite_default_scope(scope):
         return _inference(inferencer, img, scope)
@@ -119,12 +147,12 @@ def draw_prediction(inferencer, img: ImageType, data_sample, score_thr: float = 
     return np.ascontiguousarray(vis[0])
 
 
-def predict_and_draw(config: ConfigType, checkpoint: Optional[str], img: ImageType,
+def predict_and_draw(config: ConfigType, checkpoint: Union[None, bool, str], img: ImageType,
                      device: str = 'cpu', out_file: Optional[str] = None,
                      score_thr: float = 0.3,
                      allow_partial_load: Optional[bool] = None) -> Tuple[object, np.ndarray]:
-    """Predict ``img`` with a config + checkpoint and draw it; optionally write ``out_file``.
-    ``allow_partial_load``: as in :func:`init_inferencer`."""
+    """Predict ``img`` with a config (or model name) + checkpoint and draw it; optionally write
+    ``out_file``. ``checkpoint`` and ``allow_partial_load``: as in :func:`init_inferencer`."""
     inferencer = init_inferencer(config, checkpoint, device, allow_partial_load)
     sample = inference_model(inferencer, img)
     vis = draw_prediction(inferencer, img, sample, score_thr)

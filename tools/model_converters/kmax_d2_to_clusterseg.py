@@ -20,99 +20,18 @@ permutation is applied; TF-converted ADE20K / Cityscapes classifiers must be per
 """
 import argparse
 import os.path as osp
-import re
 import sys
-from collections import OrderedDict
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
 import clusterseg  # noqa: E402,F401  (safe checkpoint loading)
 from clusterseg.utils.checkpoint import safe_pickle_load, safe_torch_load  # noqa: E402
-from clusterseg.models.converters import check_against_config, run_conversion  # noqa: E402,F401
+from clusterseg.models.converters import (check_against_config, kmax_d2_to_clusterseg,  # noqa: E402,F401
+                                          run_conversion)
 from clusterseg.utils.progress import add_progress_argument  # noqa: E402
 
-_ASPP = {'_aspp_conv0': 'aspp_conv0', '_aspp_conv1': 'aspp_dilated.0', '_aspp_conv2': 'aspp_dilated.1',
-         '_aspp_conv3': 'aspp_dilated.2', '_aspp_pool': 'aspp_pool', '_proj_conv_bn_act': 'proj_conv_bn_act'}
-_OS = {'os8': 0, 'os4': 1}
-
-
-def _resnet_key(key):
-    """detectron2 ResNet -> mmdet ResNet(style='pytorch')."""
-    m = re.match(r'stem\.conv1\.(weight|norm\.(.+))$', key)
-    if m:
-        return 'conv1.weight' if m.group(1) == 'weight' else f'bn1.{m.group(2)}'
-    m = re.match(r'res(\d)\.(\d+)\.(conv\d|shortcut)\.(weight|norm\.(.+))$', key)
-    if not m:
-        return None
-    stage, block, conv, _, norm_param = m.groups()
-    prefix = f'layer{int(stage) - 1}.{block}.'
-    if conv == 'shortcut':
-        return prefix + ('downsample.0.weight' if norm_param is None else f'downsample.1.{norm_param}')
-    n = conv[-1]
-    return prefix + (f'conv{n}.weight' if norm_param is None else f'bn{n}.{norm_param}')
-
-
-def _convnext_key(key):
-    """kMaX's D2ConvNeXt -> mmpretrain ConvNeXt."""
-    key = key.replace('.dwconv.', '.depthwise_conv.').replace('.pwconv1.', '.pointwise_conv1.')
-    return key.replace('.pwconv2.', '.pointwise_conv2.')
-
-
-def _head_key(key):
-    """``sem_seg_head.*`` (without the prefix) -> clusterseg head key, or None if unknown."""
-    key = key.replace('_predcitor', '_predictor')
-    if key.startswith('predictor._auxiliary_semantic_predictor.'):
-        rest = key[len('predictor._auxiliary_semantic_predictor.'):]
-        m = re.match(r'_aspp\.(_aspp_conv\d|_aspp_pool|_proj_conv_bn_act)\.(.+)$', rest)
-        if m:
-            return f'aux_semantic_head.aspp.{_ASPP[m.group(1)]}.{m.group(2)}'
-        m = re.match(r'_low_level_projection_(os\d)\.(.+)$', rest)
-        if m:
-            return f'aux_semantic_head.low_level_projection.{_OS[m.group(1)]}.{m.group(2)}'
-        m = re.match(r'_low_level_fusion_(os\d)_conv(\d)_bn_act\.(.+)$', rest)
-        if m:
-            return f'aux_semantic_head.low_level_fusion_conv{m.group(2)}.{_OS[m.group(1)]}.{m.group(3)}'
-        return 'aux_semantic_head.' + rest.lstrip('_')
-    if key.startswith('pixel_decoder.'):
-        new = 'pixel_decoder.' + '.'.join(p.lstrip('_') for p in key.split('.')[1:])
-        new = new.replace('.attention.height_axis.batch_norm_qkv.', '.attention.height_axis.qkv_transform.norm.')
-        new = new.replace('.attention.width_axis.batch_norm_qkv.', '.attention.width_axis.qkv_transform.norm.')
-        return new
-    if key.startswith('predictor.'):
-        return 'transformer_decoder.' + '.'.join(p.lstrip('_') for p in key.split('.')[1:])
-    return None
-
-
-def convert(state, head_prefix='panoptic_head'):
-    """Return (converted OrderedDict, list of source keys that were not recognised)."""
-    out, unknown = OrderedDict(), []
-    is_convnext = any(k.startswith('backbone.downsample_layers.') for k in state)
-    for key, value in state.items():
-        if isinstance(value, np.ndarray):
-            value = torch.from_numpy(value)
-        if key in ('pixel_mean', 'pixel_std'):
-            continue
-        if key.startswith('backbone.'):
-            sub = key[len('backbone.'):]
-            new = _convnext_key(sub) if is_convnext else _resnet_key(sub)
-            new = None if new is None else 'backbone.' + new
-        elif key.startswith('sem_seg_head.'):
-            new = _head_key(key[len('sem_seg_head.'):])
-            new = None if new is None else f'{head_prefix}.{new}'
-        else:
-            new = None
-        if new is None:
-            unknown.append(key)
-        else:
-            out[new] = value
-    # TF-converted weights (convert-tf-weights-to-d2.py) carry no BN step counter: TF has none.
-    # Add it so the result loads strictly (the counter is only read with momentum=None).
-    for key in [k for k in out if k.endswith('.running_mean')]:
-        out.setdefault(key[:-len('running_mean')] + 'num_batches_tracked', torch.tensor(0))
-    return out, unknown
+# the key mapping lives in the package (clusterseg.apis.get_model converts on the fly with it)
+convert = kmax_d2_to_clusterseg
 
 
 def load_d2_checkpoint(path):

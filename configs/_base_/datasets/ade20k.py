@@ -19,14 +19,20 @@ test_pipeline = [
     dict(type='LoadAnnotations', reduce_zero_label=True),
     dict(type='PackSegInputs')
 ]
+# Test-time augmentation (tools/test.py --tta; tta_model: default_runtime_mmseg.py): the papers'
+# multi-scale + flip ("ms") protocol of mmseg 0.x, MultiScaleFlipAug(img_scale=(2048, 512),
+# img_ratios, flip=True): each ratio scales the single-scale test size (not the raw image, as
+# mmseg 1.x's ade20k.py does), so ratio 1.0 is the single-scale test; 6 scales x 2 flips,
+# softmax-averaged by SegTTAModel at the original resolution.
 img_ratios = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
 tta_pipeline = [
     dict(type='LoadImageFromFile', backend_args=None),
     dict(type='TestTimeAug', transforms=[
-        [dict(type='Resize', scale_factor=r, keep_ratio=True) for r in img_ratios],
+        [dict(type='Resize', scale=(int(2048 * r), int(512 * r)), keep_ratio=True) for r in img_ratios],
         [dict(type='RandomFlip', prob=0., direction='horizontal'),
          dict(type='RandomFlip', prob=1., direction='horizontal')],
-        [dict(type='LoadAnnotations')],
+        # as in test_pipeline: labels 1..150 -> 0..149 (mmseg 1.x's tta_pipeline omits this)
+        [dict(type='LoadAnnotations', reduce_zero_label=True)],
         [dict(type='PackSegInputs')]])
 ]
 train_dataloader = dict(
