@@ -57,12 +57,15 @@ def audit_coco(coco, classes):
 
     Returns:
         dict: ``total`` (number of annotations), one list of annotation ids per kind of
-        :data:`KINDS` (dropped), and ``other_category`` (count of annotations of categories
-        outside ``classes``, dropped by design).
+        :data:`KINDS` (dropped), ``other_category`` (count of annotations of categories
+        outside ``classes``, dropped by design) and ``missing_classes`` (names of ``classes``
+        that no json category has: no annotation can have that label).
     """
     selected = set(coco.get_cat_ids(cat_names=classes))
     out = {k: [] for k in KINDS}
     out['other_category'] = 0
+    names = {c.get('name') for c in coco.cats.values()}
+    out['missing_classes'] = [c for c in classes if c not in names]
     anns = coco.dataset.get('annotations', []) or []
     out['total'] = len(anns)
     for ann in anns:
@@ -106,6 +109,15 @@ def format_audit(audit):
         return ''
     n = sum(len(audit[k]) for k in KINDS)
     return f'{n} of {audit["total"]} annotations are dropped: ' + '; '.join(parts)
+
+
+def _missing(audit):
+    missing = (audit or {}).get('missing_classes') or []
+    if not missing:
+        return ''
+    return (f'metainfo.classes {", ".join(repr(c) for c in missing[:10])} '
+            f'{"is" if len(missing) == 1 else "are"} not among the json\'s category names, so no '
+            'annotation has that label')
 
 
 def _where(ds):
@@ -153,6 +165,8 @@ def install_coco_checks():
             _log(f'{_where(self)}: {text}. mmdet drops them; set strict_annotations=True '
                  '(--cfg-options strict_annotations=True) to make this an error.',
                  logging.WARNING)
+        if _missing(audit):
+            _log(f'{_where(self)}: {_missing(audit)}', logging.WARNING)
         if audit and audit['other_category']:
             _log(f'{_where(self)}: {audit["other_category"]} annotations of categories outside '
                  'metainfo.classes are not used (as selected by the config)', logging.INFO)
@@ -189,10 +203,12 @@ def _explained_filter(orig):
         text = (f'filter_cfg={dict(self.filter_cfg)} removed {len(removed)} of {len(before)} '
                 f'images: {", ".join(reasons)}')
         if not out:
-            audit = format_audit(getattr(self, '_clusterseg_audit', None) or {})
+            audit = getattr(self, '_clusterseg_audit', None) or {}
+            notes = (f' At loading, {format_audit(audit)}.' if format_audit(audit) else '')
+            notes += f' Also, {_missing(audit)}.' if _missing(audit) else ''
             raise EmptyDatasetError(
                 f'{_where(self)}: all {len(before)} images were filtered out, none is left to '
-                f'train on ({text}).' + (f' At loading, {audit}.' if audit else '') +
+                f'train on ({text}).' + notes +
                 ' The images were found: check the annotations (categories, boxes, '
                 'metainfo.classes) or relax filter_cfg.')
         _log(f'{_where(self)}: {text}', logging.INFO)
