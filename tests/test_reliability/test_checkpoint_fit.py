@@ -78,8 +78,8 @@ def test_test_tool_refuses_a_checkpoint_of_another_model(ckpts, synthetic_root, 
 
 def test_train_load_from_reports_the_fraction_and_refuses_nothing(ckpts, synthetic_root,
                                                                  tmp_path):
-    base = ['tools/train.py', RESNET_CLS, '--no-validate', '--cfg-options', 'train_cfg.max_epochs=2',
-            'train_dataloader.batch_size=4'] + data_options('cls', synthetic_root / 'imagenet')
+    base = ['tools/train.py', RESNET_CLS, '--no-validate', '--cfg-options', 'train_cfg.max_epochs=1',
+            'param_scheduler.1.begin=0', 'train_dataloader.batch_size=8'] + data_options('cls', synthetic_root / 'imagenet')
     proc = run_tool(base + [f'load_from={ckpts["other"]}', '--work-dir', str(tmp_path / 'a')],
                     check=False, env={PARTIAL_ENV: ''})
     assert proc.returncode != 0
