@@ -76,8 +76,11 @@ def init_inferencer(config: ConfigType, checkpoint: Union[None, bool, str] = Non
     """
     import clusterseg  # noqa: F401  (safe checkpoint loading, registries)
     from clusterseg.apis.model_zoo import get_model_info, is_model_name
+    from clusterseg.engine.runner_setup import strip_input_checks
     from clusterseg.utils.state_dict import load_policy
-    cfg = _as_config(config)
+    # without the tools' checking transforms (clusterseg.LoadImageFromFile, ...): the stock
+    # inferencers find the test pipeline's image loader by its stock name
+    cfg = strip_input_checks(copy.deepcopy(_as_config(config)))
     task = get_task(cfg)
     model = config if isinstance(config, str) and is_model_name(config) else cfg
     if model is not cfg:
