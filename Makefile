@@ -5,7 +5,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.clusterseg-installed
-DEMO_CONFIG ?= configs/demo/segformer_mit-b0_1xb8-300it_synthetic-ade20k-128x128.py
+DEMO_CONFIG ?= configs/demo/pacahead_pacavit-demo_1xb8-300it_synthetic-ade20k-128x128.py
 DEMO_DIR ?= work_dirs/demo
 PYTEST_ARGS ?=
 

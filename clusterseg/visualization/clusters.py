@@ -9,7 +9,7 @@
   (kMaX runs at a fixed size) and cropped back to the image.
 """
 import inspect
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -115,11 +115,13 @@ def _titled(img: np.ndarray, title: str) -> np.ndarray:
 
 
 def compose_panels(prediction: np.ndarray, maps: List[Tuple[str, np.ndarray]],
-                   height: int = 256) -> np.ndarray:
-    """One RGB strip: the drawn prediction, then each cluster map at the same height."""
+                   height: int = 256, image: Optional[np.ndarray] = None) -> np.ndarray:
+    """One RGB strip: the input ``image`` (RGB, if given), the drawn prediction, then each cluster
+    map at the same height."""
     h, w = prediction.shape[:2]
     width = max(1, round(w * height / h))
-    panels = [_titled(cv2.resize(prediction, (width, height)), 'prediction')]
+    panels = [] if image is None else [_titled(cv2.resize(image, (width, height)), 'image')]
+    panels.append(_titled(cv2.resize(prediction, (width, height)), 'prediction'))
     for title, index in maps:
         panels.append(_titled(colour_index_map(index, (height, width)), title))
     gap = np.full((height + 18, 4, 3), 255, np.uint8)
