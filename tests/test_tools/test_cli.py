@@ -39,7 +39,8 @@ LONG_TOOLS = {
     'tools/analysis_tools/benchmark_clustr.py', 'tools/analysis_tools/benchmark_kmax.py',
     'tools/analysis_tools/benchmark_pacavit.py', 'tools/analysis_tools/benchmark_psvit.py',
     'tools/model_converters/pacavit2clusterseg.py', 'tools/model_converters/clustr2clusterseg.py',
-    'tools/model_converters/kmax_d2_to_clusterseg.py', 'tools/search/psvit_search.py'}
+    'tools/model_converters/kmax_d2_to_clusterseg.py', 'tools/search/psvit_search.py',
+    'tools/analysis_tools/browse_dataset.py'}
 
 
 def test_tools_are_found():
