@@ -194,12 +194,13 @@ def main(argv=None):
     init_default_scope(scope)
     out_dir = args.output_dir or osp.join(
         'work_dirs', 'browse_dataset', osp.splitext(osp.basename(args.config))[0])
-    os.makedirs(out_dir, exist_ok=True)
 
     dataset = build_dataset(cfg, args.phase)
     visualizer = build_visualizer(cfg, dataset)
     num_classes = len(dataset.metainfo.get('classes') or ())
-    original_frame = annotations_in_original_frame(cfg[f'{args.phase}_dataloader'].dataset.get('pipeline'))
+    pipeline = cfg[f'{args.phase}_dataloader'].dataset.get('pipeline')
+    original_frame = annotations_in_original_frame(pipeline)
+    os.makedirs(out_dir, exist_ok=True)
     show = not args.not_show and _has_display()
     if not args.not_show and not show:
         echo('[browse_dataset] no display: writing the files only (--not-show silences this)')
