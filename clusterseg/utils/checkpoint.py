@@ -145,6 +145,8 @@ def safe_torch_load(f, map_location=None, name=None, _load=None):
         raise  # missing file, a directory, no permission: the OS error names the path
     except Exception as e:
         kind, detail = _diagnose(f, e, trusted)
+        if kind == 'other':  # not about the file's contents (e.g. map_location to a missing GPU)
+            raise
         if kind == 'file':
             raise CheckpointFileError(name, detail) from e
         raise UnsafeCheckpointError(
@@ -159,6 +161,12 @@ def safe_torch_load(f, map_location=None, name=None, _load=None):
 # (``Unsupported operand 197``, an IndexError, ...) is a damaged file
 _REFUSED = re.compile(
     r'GLOBAL|unrecognized function|Can only (create|build)|must be imported|refusing getattr')
+
+
+# what torch raises for a file it cannot read to its end (a cut-short zip, legacy file or pickle)
+_DAMAGED = re.compile(r'PytorchStreamReader|zip archive|central directory|unexpected EOF|'
+                      r'Ran out of input|truncated|corrupt|invalid load key|Unsupported operand')
+_DAMAGED_TYPES = (EOFError, pickle.UnpicklingError, UnicodeDecodeError, IndexError, KeyError)
 
 
 def _refused_type(e):
@@ -207,8 +215,9 @@ def _first_pickle(f):
 
 
 def _diagnose(f, e, trusted):
-    """Why ``torch.load(f)`` raised ``e``: ``('unsafe', the type refused)`` or ``('file', a
-    sentence saying what is wrong with the file)``, from torch's error and the file's first bytes."""
+    """Why ``torch.load(f)`` raised ``e``: ``('unsafe', the type refused)``, ``('file', a
+    sentence saying what is wrong with the file)``, from torch's error and the file's first bytes,
+    or ``('other', None)`` for an error that is not about the file's contents."""
     detail = None if trusted else _refused_type(e)
     if detail is not None:
         return 'unsafe', detail
@@ -220,18 +229,21 @@ def _diagnose(f, e, trusted):
     damaged = (f'the file ({size} bytes) is truncated or damaged: it starts like a PyTorch '
                f'checkpoint but cannot be read to its end ({type(e).__name__}: {msg}). A save, '
                'copy or download was probably cut short; save or download it again.')
+    looks_damaged = isinstance(e, _DAMAGED_TYPES) or bool(_DAMAGED.search(str(e)))
     if head.startswith(b'PK\x03\x04'):  # torch.save's zip archive
-        return 'file', damaged
+        return ('file', damaged) if looks_damaged else ('other', None)
     if head[:1] == b'\x80' and head[1:2] in (b'\x02', b'\x03', b'\x04', b'\x05'):  # a pickle
         kind, value = _first_pickle(f)
         if kind == 'unsafe' and not trusted:
             return 'unsafe', value
-        if kind == 'ok' and not (isinstance(value, int) and
-                                 value == torch.serialization.MAGIC_NUMBER):
+        if 'Invalid magic number' in str(e) or kind == 'ok' and not (
+                isinstance(value, int) and value == torch.serialization.MAGIC_NUMBER):
             return 'file', (f'the file ({size} bytes) is a plain pickle, not a checkpoint written '
                             'by torch.save (detectron2 .pkl weights: convert them with '
                             'tools/model_converters/).')
-        return 'file', damaged  # torch's legacy format (or a pickle) cut short
+        if kind == 'bad' or looks_damaged:
+            return 'file', damaged  # torch's legacy format (or a pickle) cut short
+        return 'other', None
     return 'file', (f'the file ({size} bytes, starting with {head!r}) is not a PyTorch '
                     "checkpoint: neither torch.save's zip format nor a pickle. Check the path.")
 
