@@ -303,3 +303,17 @@ def test_browse_dataset_names_a_missing_data_root(tmp_path):
     assert proc.returncode != 0
     assert "'/nonexistent/my_seg'" in proc.stderr and 'train_dataloader.dataset.data_root' in proc.stderr
     assert 'Traceback' not in proc.stderr
+
+
+def test_browse_dataset_val_phase_draws_in_the_original_frame(workspace, tmp_path):
+    """The test pipeline loads the annotations after Resize (in the original image's frame): the
+    image is drawn at its original size, and the panoptic segments on it."""
+    run_tool(['tools/analysis_tools/browse_dataset.py', f'configs/custom/{PAN}', '--phase', 'val',
+              '--num', '1', '--not-show', '--output-dir', str(tmp_path)], cwd=str(workspace))
+    assert os.listdir(tmp_path) == ['0101.png']
+    with Image.open(tmp_path / '0101.png') as im:
+        drawn = np.asarray(im.convert('RGB'))
+    assert drawn.shape == (SIZE, SIZE, 3)
+    with Image.open(workspace / 'data/my_panoptic/val/0101.jpg') as im:
+        original = np.asarray(im.convert('RGB'))
+    assert np.abs(drawn.astype(int) - original).mean() > 10  # segments are drawn over the image

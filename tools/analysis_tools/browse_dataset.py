@@ -148,7 +148,7 @@ def _panoptic_seg(sample, num_classes):
     return PixelData(sem_seg=pan[None])
 
 
-def _det_sample(sample, num_classes):
+def _det_sample(sample, num_classes, panoptic):
     """mmdet's data sample made drawable: boxes as a tensor, masks as bool arrays; a panoptic
     sample (semantic map + thing masks) becomes one panoptic map."""
     from mmdet.models.utils import mask2ndarray
@@ -159,14 +159,14 @@ def _det_sample(sample, num_classes):
             inst.bboxes = inst.bboxes.tensor
         if inst.get('masks', None) is not None:
             inst.masks = mask2ndarray(inst.masks).astype(bool)
-    if 'gt_sem_seg' in sample and inst is not None:
+    if panoptic and 'gt_sem_seg' in sample and inst is not None:
         sample.gt_panoptic_seg = _panoptic_seg(sample, num_classes)
         del sample.gt_sem_seg
         del sample.gt_instances  # each segment is drawn once, outlined, with its class name
     return sample
 
 
-def draw(visualizer, scope, name, img, sample, out_file, show, wait_time, num_classes):
+def draw(visualizer, scope, name, img, sample, out_file, show, wait_time, meta):
     if scope == 'mmpretrain':
         short = min(img.shape[:2])
         visualizer.visualize_cls(img, sample, draw_pred=False,
@@ -176,7 +176,9 @@ def draw(visualizer, scope, name, img, sample, out_file, show, wait_time, num_cl
         visualizer.add_datasample(name, img, sample, draw_gt=True, draw_pred=False, show=show,
                                   wait_time=wait_time, out_file=out_file)
     else:
-        visualizer.add_datasample(name, img, _det_sample(sample, num_classes), draw_gt=True,
+        panoptic = 'thing_classes' in meta and 'stuff_classes' in meta  # CocoPanopticDataset
+        sample = _det_sample(sample, len(meta.get('classes') or ()), panoptic)
+        visualizer.add_datasample(name, img, sample, draw_gt=True,
                                   draw_pred=False, show=show, wait_time=wait_time, out_file=out_file)
 
 
@@ -197,7 +199,6 @@ def main(argv=None):
 
     dataset = build_dataset(cfg, args.phase)
     visualizer = build_visualizer(cfg, dataset)
-    num_classes = len(dataset.metainfo.get('classes') or ())
     pipeline = cfg[f'{args.phase}_dataloader'].dataset.get('pipeline')
     original_frame = annotations_in_original_frame(pipeline)
     os.makedirs(out_dir, exist_ok=True)
@@ -224,7 +225,8 @@ def main(argv=None):
             name = f'{i:06d}_{name}'
         used.add(name)
         out_file = osp.join(out_dir, name)
-        draw(visualizer, scope, name, img, sample, out_file, show, args.show_interval, num_classes)
+        draw(visualizer, scope, name, img, sample, out_file, show, args.show_interval,
+             dataset.metainfo)
         written.append(out_file)
     echo(f'[browse_dataset] {len(written)} images of {len(dataset)} ({args.phase}_dataloader.dataset, '
          f'{type(dataset).__name__}) drawn to {out_dir}')
