@@ -504,6 +504,28 @@ def _check_training(cfg, scope):
                 check_arguments(s, f'param_scheduler.{i}', cls,
                                 provided=('optimizer', 'param_name', 'epoch_length'),
                                 extra_ok=('convert_to_iter_based', ))
+            _check_schedule_range(cfg, s, f'param_scheduler.{i}')
+
+
+def _check_schedule_range(cfg, sched, key):
+    """mmengine refuses ``end <= begin`` when it builds the scheduler (``end should be larger
+    than begin``) without saying which one; a missing ``end`` is the run's length, so a shortened
+    run (``train_cfg.max_epochs=1``) can empty a scheduler that starts later."""
+    loop = cfg.get('train_cfg', None) or {}
+    begin = sched.get('begin', 0)
+    end, where = sched.get('end', None), f'{key}.end'
+    if end is None:
+        by_epoch = sched.get('by_epoch', True)
+        loop_by_epoch = 'max_epochs' in loop and 'max_iters' not in loop
+        if by_epoch == loop_by_epoch:
+            length = 'max_epochs' if by_epoch else 'max_iters'
+            end, where = loop.get(length), f'train_cfg.{length} (the default end of {key})'
+    if (isinstance(begin, (int, float)) and isinstance(end, (int, float))
+            and not isinstance(end, bool) and end <= begin):
+        raise ConfigValueError(
+            f'{key} ({sched.get("type")}) would run from step {begin} to {end} ({where}): its end '
+            f'must be larger than its begin ({key}.begin). Shorten or drop the scheduler for a '
+            'run this short, or lengthen the run.')
 
 
 def _check_loaders_and_metrics(cfg, scope, loaders):
@@ -641,6 +663,7 @@ def build_runner(cfg):
     before :func:`~clusterseg.engine.runner_setup.add_input_checks`: ``tools/train.py`` and
     ``tools/test.py`` put the checks back in when they run it.
     """
+    from mmengine.dist import is_main_process
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
     from mmengine.visualization import LocalVisBackend
@@ -648,8 +671,9 @@ def build_runner(cfg):
     saved = copy.deepcopy(cfg if isinstance(cfg, Config) else Config(cfg))
     strip_input_checks(saved)
     runner.cfg = saved
-    runner.dump_config()
-    for backend in getattr(runner.visualizer, '_vis_backends', {}).values():
-        if isinstance(backend, LocalVisBackend):
-            backend.add_config(saved)
+    runner.dump_config()  # rank 0 only
+    if is_main_process():  # (not Visualizer.add_config: a wandb backend refuses changed values)
+        for backend in getattr(runner.visualizer, '_vis_backends', {}).values():
+            if isinstance(backend, LocalVisBackend):
+                backend.add_config(saved)
     return runner

@@ -17,6 +17,7 @@ from tests.conftest import REPO, data_options, run_tool, small_seg_options
 SEG = 'configs/demo/segformer_mit-b0_1xb8-300it_synthetic-ade20k-128x128.py'
 DET = 'configs/demo/mask-rcnn_r18-w16_fpn_1xb4-12e_synthetic-coco-128x128.py'
 PACA = 'configs/pacavit/pacahead_pacavit-tiny_1xb4-300it_synthetic-ade20k-128x128.py'
+CLS = 'configs/demo/resnet18-w16_1xb32-10e_synthetic-imagenet-64px.py'
 
 
 def load_tool(path):
@@ -30,7 +31,7 @@ def load_tool(path):
 def _train_cfg(config, root, options, tmp_path):
     """``tools/train.py``'s own config preparation (everything before the runner is built)."""
     tool = load_tool('tools/train.py')
-    task = 'det' if config == DET else 'seg'
+    task = {DET: 'det', CLS: 'cls'}.get(config, 'seg')
     args = tool.parse_args([config, '--work-dir', str(tmp_path), '--cfg-options'] +
                            data_options(task, root) + list(options))
     return tool.build_cfg(args)
@@ -91,3 +92,13 @@ def test_valid_configs_pass(synthetic_root, tmp_path):
     for config, root in ((SEG, 'ade'), (DET, 'coco'), (PACA, 'ade')):
         cfg = _train_cfg(config, synthetic_root / root, [], tmp_path)
         assert cfg.model is not None
+
+
+def test_scheduler_emptied_by_a_short_run_names_the_key(synthetic_root, tmp_path):
+    """The cls recipe's cosine schedule starts at epoch 1 and ends with the run: a 1-epoch run
+    leaves it nothing (mmengine: "end should be larger than begin", no key named)."""
+    with pytest.raises(ConfigValueError) as e:
+        _train_cfg(CLS, synthetic_root / 'imagenet', ['train_cfg.max_epochs=1'], tmp_path)
+    msg = str(e.value)
+    assert 'param_scheduler.1 (CosineAnnealingLR) would run from step 1 to 1' in msg
+    assert 'train_cfg.max_epochs' in msg
