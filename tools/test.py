@@ -93,6 +93,10 @@ def use_tta(cfg, config_path):
                 'configs/kmax_deeplab/kmax-seg_r50_32xb2-100k_ade20k-1281x1281.py does.')
     cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
     cfg.tta_model.module = cfg.model
+    # BaseTTAModel gives the module its own data_preprocessor argument, and the runner fills that
+    # with the config's top-level one (a base's: kMaX's synthetic sibling would pad to 1281)
+    if cfg.model.get('data_preprocessor') is not None:
+        cfg.tta_model.data_preprocessor = cfg.model.data_preprocessor
     cfg.model = cfg.tta_model
 
 

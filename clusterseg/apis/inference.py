@@ -22,6 +22,7 @@ from typing import Optional, Tuple, Union
 
 import mmcv
 import numpy as np
+import torch
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
@@ -117,14 +118,35 @@ def _scope(inferencer) -> str:
 def inference_model(inferencer, img: ImageType, device: str = 'cpu'):
     """Predict one image (a path, or a BGR array); returns the library's data sample.
 
-    ``inferencer``: one of :func:`init_inferencer`, or a model name / config path / Config (an
-    inferencer is built for it, with a name's published weights; see :func:`init_inferencer`).
+    ``inferencer``: one of :func:`init_inferencer`; a model name / config path / Config (an
+    inferencer is built for it, with a name's published weights; see :func:`init_inferencer`); or
+    a model of :func:`clusterseg.apis.get_model` (anything with ``model.cfg``), run by its
+    library's own API.
     """
     if isinstance(inferencer, (str, Config)):
         inferencer = init_inferencer(inferencer, device=device)
+    if isinstance(inferencer, torch.nn.Module):
+        return _inference_with_model(inferencer, img)
     scope = _scope(inferencer)
     with DefaultScope.overwrite_default_scope(scope):
         return _inference(inferencer, img, scope)
+
+
+def _inference_with_model(model, img):
+    cfg = getattr(model, 'cfg', None)
+    if cfg is None:
+        raise TypeError(f'{type(model).__name__} has no .cfg: pass a model of clusterseg.apis.get_model')
+    task = get_task(cfg)
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        if task == 'seg':
+            from mmseg.apis import inference_model as seg_inference
+            return seg_inference(model, img)
+        if task in ('det', 'panoptic'):
+            from mmdet.apis import inference_detector
+            return inference_detector(model, img)
+        from mmpretrain.apis import ImageClassificationInferencer
+        model._config = getattr(model, '_config', cfg)
+        return ImageClassificationInferencer(model)(img, return_datasamples=True)[0]
 
 
 def _inference(inferencer, img, scope):

@@ -379,8 +379,10 @@ def get_model(model: Union[str, 'Config'], pretrained: Union[None, bool, str] = 
         mmengine.model.BaseModel: in eval mode on ``device``, with ``model.cfg`` (the config it
         was built from, pretrained init entries dropped) and ``model.dataset_meta`` (the
         checkpoint's, else the config's test dataset's); mmpretrain's ``_config`` /
-        ``_dataset_meta`` too, so the library APIs (``mmseg.apis.inference_model``,
-        ``mmdet.apis.inference_detector``, mmpretrain's inferencers) take it as it is.
+        ``_dataset_meta`` too, so :func:`clusterseg.apis.inference_model` and the library APIs
+        (``mmseg.apis.inference_model``, ``mmdet.apis.inference_detector``, mmpretrain's
+        inferencers) take it as it is. Where no default scope is set yet, the model's is set (as
+        mmseg's ``init_model`` does; the library APIs build their pipelines under it).
 
     Raises:
         UnknownModelError: ``model`` is no known name (the message lists close ones).
@@ -394,7 +396,7 @@ def get_model(model: Union[str, 'Config'], pretrained: Union[None, bool, str] = 
     """
     import torch
     from mmengine.model import revert_sync_batchnorm
-    from mmengine.registry import DefaultScope
+    from mmengine.registry import DefaultScope, init_default_scope
 
     import clusterseg.models  # noqa: F401  (registers the modules)
     cfg, info = _load_config(model, kwargs)
@@ -430,6 +432,10 @@ def get_model(model: Union[str, 'Config'], pretrained: Union[None, bool, str] = 
     net.dataset_meta = dataset_meta
     net._config, net._dataset_meta, net._metainfo = cfg, dataset_meta, None  # mmpretrain's names
     net.eval()
+    if DefaultScope.get_current_instance() is None:
+        # as mmseg's init_model: its inference_model / mmdet's inference_detector build the test
+        # pipeline under the current scope
+        init_default_scope(scope)
     return net
 
 
