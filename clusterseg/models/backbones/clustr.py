@@ -12,6 +12,7 @@ import copy
 import torch
 import torch.nn as nn
 
+from clusterseg.models.backbones._cp import maybe_checkpoint
 from clusterseg.models.backbones.base import PyramidBackbone
 from clusterseg.models.layers import ConvDownsample, DropPath, MixFFN
 from clusterseg.models.layers.dpc_cluster import (DEFAULT_MAX_BLOCK_ELEMS, ClusteredKVAttention,
@@ -70,6 +71,8 @@ class ClusTR(PyramidBackbone):
         drop_rate (float): dropout after attention / MLP projections.
         attn_drop_rate (float): attention-weight dropout.
         drop_path_rate (float): stochastic depth, linear from 0 over all blocks.
+        with_cp (bool): gradient checkpointing of every block (recomputed in the backward pass:
+            less activation memory for more compute; outputs and gradients unchanged).
         init_cfg (dict | None): ``dict(type='Pretrained', checkpoint=PATH)`` for ImageNet weights
             (an mmpretrain classifier's ``backbone.*`` or a raw backbone state dict).
 
@@ -90,8 +93,10 @@ class ClusTR(PyramidBackbone):
 
     def __init__(self, arch='b2', in_channels=3, cluster_scales=(1, 4), knn_k=5, memory_efficient=None,
                  max_block_elems=DEFAULT_MAX_BLOCK_ELEMS, out_indices=(3, ), frozen_stages=-1,
-                 norm_eval=False, drop_rate=0., attn_drop_rate=0., drop_path_rate=0.1, init_cfg=None):
+                 norm_eval=False, drop_rate=0., attn_drop_rate=0., drop_path_rate=0.1, with_cp=False,
+                 init_cfg=None):
         super().__init__(init_cfg=init_cfg)
+        self.with_cp = with_cp
         self.arch_settings = s = self._resolve_arch(arch)
         dims, depths = s['embed_dims'], s['depths']
         self.embed_dims, self.num_stages, self.in_channels = dims, 4, in_channels
@@ -166,7 +171,7 @@ class ClusTR(PyramidBackbone):
                     x, assigns = blk(x, (h, w), return_clusters=True)
                     stage.append([a.reshape(B, h, w) for a in assigns])
                 else:
-                    x = blk(x, (h, w))
+                    x = maybe_checkpoint(self.with_cp, blk, x, (h, w))
             x = getattr(self, f'norm{i + 1}')(x)
             x = x.transpose(1, 2).reshape(B, -1, h, w)  # (B, C, h, w)
             if i in self.out_indices:

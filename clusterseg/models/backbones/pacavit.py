@@ -10,6 +10,7 @@ import copy
 import torch
 import torch.nn as nn
 
+from clusterseg.models.backbones._cp import maybe_checkpoint
 from clusterseg.models.backbones.base import PyramidBackbone
 from clusterseg.models.layers import ConvDownsample, MixFFN, PaCaAttention
 from clusterseg.models.layers.drop import DropPath
@@ -70,6 +71,8 @@ class PaCaViT(PyramidBackbone):
         pretrained_ignore_keys (Sequence[str]): regexes of checkpoint keys to skip when loading
             ``init_cfg=dict(type='Pretrained')`` (e.g. the M=100 clustering output conv when
             ``num_clusters`` is 200); any other missing, unexpected or mis-shaped key is an error.
+        with_cp (bool): gradient checkpointing of every block (recomputed in the backward pass:
+            less activation memory for more compute; outputs and gradients unchanged).
         init_cfg (dict | None): ``dict(type='Pretrained', checkpoint=PATH)`` for ImageNet weights
             in the official or clusterseg layout.
 
@@ -104,8 +107,9 @@ class PaCaViT(PyramidBackbone):
     def __init__(self, arch='tiny', in_channels=3, num_clusters=None, onsite_clustering=None,
                  clustering='arch', out_indices=(3, ), frozen_stages=-1, norm_eval=False,
                  drop_rate=0., attn_drop_rate=0., drop_path_rate=0.1, pretrained_ignore_keys=(),
-                 init_cfg=None):
+                 with_cp=False, init_cfg=None):
         super().__init__(init_cfg=init_cfg)
+        self.with_cp = with_cp
         self.arch_settings = self._resolve_arch(arch, num_clusters, onsite_clustering, clustering)
         s = self.arch_settings
         dims, depths = s['embed_dims'], s['depths']
@@ -192,7 +196,8 @@ class PaCaViT(PyramidBackbone):
             z = teacher['clusters'][i] if teacher is not None else None
             stage_attn = []
             for blk in getattr(self, f'stage{i + 1}'):
-                x, z, *attn = blk(x, (h, w), z, return_attn=return_attn)
+                x, z, *attn = maybe_checkpoint(self.with_cp and not return_attn, blk, x, (h, w), z,
+                                               return_attn)
                 stage_attn += attn
             attns.append(stage_attn)
             if teacher is not None:

@@ -20,6 +20,7 @@ from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
 
+from clusterseg.models.backbones._cp import maybe_checkpoint
 from clusterseg.models.layers.drop import DropPath
 from clusterseg.models.layers.embed import LayerNorm2d
 from clusterseg.models.layers.ffn import MixFFN
@@ -100,6 +101,8 @@ class PSViT(BaseModule):
             the pooling into them) of stages ``0..frozen_stages - 1`` (0: embeddings only,
             -1: nothing).
         norm_eval (bool): keep BatchNorm layers (none in PSViT itself) in eval mode.
+        with_cp (bool): gradient checkpointing of every block (recomputed in the backward pass:
+            less activation memory for more compute; outputs and gradients unchanged).
         init_cfg (dict | None): ``dict(type='Pretrained', checkpoint=PATH)``; the position
             embedding is resized when the checkpoint's grid differs.
 
@@ -129,8 +132,9 @@ class PSViT(BaseModule):
                  pool_type=None, pool_dims=None, with_cls_token=True, out_type='cls_token',
                  out_indices=(-1, ), qkv_bias=True, drop_rate=0., attn_drop_rate=0.,
                  drop_path_rate=0.1, share_impl='map', frozen_stages=-1, norm_eval=False,
-                 init_cfg=None):
+                 with_cp=False, init_cfg=None):
         super().__init__(init_cfg=init_cfg)
+        self.with_cp = with_cp
         s = self._resolve_arch(arch, pool_after=pool_after, share_attn=share_attn,
                                pool_type=pool_type, pool_dims=pool_dims)
         self.arch_settings = s
@@ -324,7 +328,8 @@ class PSViT(BaseModule):
         attn, pool_iter = None, iter(self.pools)
         for l, layer in enumerate(self.layers):
             next_shares = l + 1 < self.depth and self.share_attn[l + 1]
-            x, attn = layer(x, attn, return_attn=self.share_impl if next_shares else False)
+            x, attn = maybe_checkpoint(self.with_cp, layer, x, attn,
+                                       self.share_impl if next_shares else False)
             if l in self.pool_after or l == self.depth - 1:
                 t = self.stage_of_layer[l]
                 if self.out_type == 'featmap' and t in self.norm_stages:
