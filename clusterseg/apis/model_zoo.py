@@ -153,9 +153,14 @@ def get_model_info(name: str) -> ModelInfo:
 
 
 def is_model_name(model) -> bool:
-    """Whether ``model`` is the name of a model in ``model-index.yml`` (not a path)."""
-    return (isinstance(model, str) and not model.endswith('.py') and not osp.exists(model)
-            and model.lower() in model_index())
+    """Whether ``model`` is the name of a model in ``model-index.yml`` (not a path); False
+    without a model index (an installed wheel), so other names go on to their library."""
+    if not isinstance(model, str) or model.endswith('.py') or osp.exists(model):
+        return False
+    try:
+        return model.lower() in model_index()
+    except FileNotFoundError:
+        return False
 
 
 def model_info_of_config(config_path: str) -> Optional[ModelInfo]:

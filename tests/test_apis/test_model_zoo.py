@@ -228,8 +228,10 @@ def test_stock_inferencers_take_a_name(cls_checkpoint, tmp_path, fresh_scope):
     seg = MMSegInferencer(SEG, weights=False, device='cpu')  # random weights on purpose
     assert seg.model.cfg.filename.endswith(SEG + '.py') and len(seg.model.dataset_meta['classes']) == 150
     assert seg(img)['predictions'].shape == (64, 64)
+    from mmdet.apis import DetInferencer
+    det = DetInferencer(DET, weights=False, device='cpu', show_progress=False)
+    assert det.model.cfg.filename.endswith(DET + '.py') and len(det.model.dataset_meta['classes']) == 80
     with pytest.raises(ValueError, match='is an mmseg model.*MMSegInferencer'):
-        from mmdet.apis import DetInferencer
         DetInferencer(SEG, device='cpu')
 
 
