@@ -273,7 +273,7 @@ def _dataset_meta_of_checkpoint(checkpoint) -> dict:
         return {}
     if isinstance(meta.get('dataset_meta'), dict):  # OpenMMLab 2.x
         return dict(meta['dataset_meta'])
-    if meta.get('CLASSES'):  # OpenMMLab 0.x / 2.x-era mmdet
+    if meta.get('CLASSES'):  # OpenMMLab 1.0-era checkpoints (mmseg 0.x, mmdet 2.x)
         out = {'classes': tuple(meta['CLASSES'])}
         if meta.get('PALETTE') is not None:
             out['palette'] = meta['PALETTE']
