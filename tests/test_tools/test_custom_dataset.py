@@ -17,13 +17,12 @@ import json
 import os
 import os.path as osp
 import re
-import time
 
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from tests.conftest import REPO, run_tool
+from tests.conftest import PYTHON, REPO, run_tool
 from tests.test_docs import code_blocks, shell_commands
 
 PAGE = osp.join(REPO, 'docs', 'en', 'custom_dataset.md')
@@ -256,43 +255,70 @@ def test_generated_sets_have_the_page_layout(workspace):
             assert osp.exists(workspace / path), f'{path} of the page is not in the generated set'
 
 
+# Runs ``python SCRIPT ARGS...`` for each command of a json list, one after another in this one
+# interpreter, each as its script's ``__main__`` (so the mm* imports are paid once per config, not
+# once per command). Between commands the per-name singletons of MMEngine (visualizers, loggers,
+# message hubs, scopes) are dropped, as a new process would have none. ``@last_checkpoint@DIR``
+# is replaced by the checkpoint that DIR/last_checkpoint names when the command starts.
+DRIVER = """
+import json, os.path as osp, runpy, sys, time
+from mmengine.utils import ManagerMixin
+
+def managed(cls):
+    yield cls
+    for sub in cls.__subclasses__():
+        yield from managed(sub)
+
+for argv in json.loads(sys.argv[1]):
+    argv = [open(osp.join(a[len('@last_checkpoint@'):], 'last_checkpoint')).read().strip()
+            if a.startswith('@last_checkpoint@') else a for a in argv]
+    print('[page command] python ' + ' '.join(argv), flush=True)
+    start, sys.argv = time.perf_counter(), list(argv)
+    try:
+        runpy.run_path(argv[0], run_name='__main__')
+    except SystemExit as e:
+        if e.code not in (None, 0):
+            raise
+    print(f'[page command] {osp.basename(argv[0])} done in {time.perf_counter() - start:.0f}s',
+          flush=True)
+    for cls in managed(ManagerMixin):
+        cls._instance_dict.clear()
+"""
+
+
 @pytest.mark.parametrize('config', list(SMOKE))
 def test_page_commands_run(config, workspace):
     """Browse, train (smoke schedule), test: the page's commands for one config, in page order."""
     commands = [t for t in page_commands() if osp.basename(_config_of(t)) == config]
-    timings = []
-    for tokens in commands:
-        script = tokens[1]
-        start = time.perf_counter()
-        if script.endswith('browse_dataset.py'):
-            proc = run_tool(tokens[1:], cwd=str(workspace))
-            out_dir = workspace / _option(tokens, '--output-dir')
-            pngs = sorted(p for p in os.listdir(out_dir) if p.endswith('.png'))
-            num = int(_option(tokens, '--num') or 10)
-            assert len(pngs) == min(num, SPLITS['train'] * (3 if config == CLS else 1)), pngs
-            for p in pngs:
-                with Image.open(out_dir / p) as im:
-                    assert im.format == 'PNG' and min(im.size) >= SIZE
-            assert 'drawn to' in proc.stdout
-        elif script == 'tools/train.py':
-            opts = SMALL[config] + SMOKE[config] + NO_WORKERS + ['default_hooks.logger.interval=1']
-            run_tool(_with_options(tokens, opts)[1:], cwd=str(workspace))
-            work_dir = workspace / _option(tokens, '--work-dir')
-            assert (work_dir / 'last_checkpoint').is_file()
-        elif script == 'tools/test.py':
-            work_dir = workspace / _option(tokens, '--work-dir')
-            ckpt = open(work_dir / 'last_checkpoint').read().strip()
-            documented = tokens[3]
-            assert osp.dirname(documented) == _option(tokens, '--work-dir'), documented
-            argv = tokens[1:3] + [ckpt] + tokens[4:]
-            proc = run_tool(_with_options(argv, SMALL[config] + NO_WORKERS), cwd=str(workspace))
-            metrics = json.load(open(work_dir / 'test_metrics.json'))
-            assert metrics and all(isinstance(v, (int, float)) for v in metrics.values()), metrics
-            assert '[clusterseg] metrics written to' in proc.stdout
-        else:
-            raise AssertionError(f'the page runs a command this test does not know: {tokens}')
-        timings.append(f'{osp.basename(script)} {time.perf_counter() - start:.0f}s')
-    print(config, ', '.join(timings))
+    assert [t[1] for t in commands] == list(TOOLS), 'browse, train, then test'
+    browse, train, test = commands
+    train_dir = _option(train, '--work-dir')
+    documented = test[3]  # the full run's checkpoint, in the work dir of the train command
+    assert osp.dirname(documented) == train_dir == _option(test, '--work-dir'), documented
+    argvs = [browse[1:],
+             _with_options(train, SMALL[config] + SMOKE[config] + NO_WORKERS +
+                           ['default_hooks.logger.interval=1'])[1:],
+             _with_options(test[1:3] + [f'@last_checkpoint@{train_dir}'] + test[4:],
+                           SMALL[config] + NO_WORKERS)]
+    proc = run_tool([PYTHON, '-c', DRIVER, json.dumps(argvs)], cwd=str(workspace))
+    print(config, ', '.join(re.findall(r'\[page command\] (\S+ done in \d+s)', proc.stdout)))
+    assert proc.stdout.count('done in') == 3, proc.stdout[-3000:]
+
+    # browse_dataset.py: one PNG per training image (up to --num), drawn at least at image size
+    out_dir = workspace / _option(browse, '--output-dir')
+    pngs = sorted(p for p in os.listdir(out_dir) if p.endswith('.png'))
+    num = int(_option(browse, '--num') or 10)
+    assert len(pngs) == min(num, SPLITS['train'] * (3 if config == CLS else 1)), pngs
+    for p in pngs:
+        with Image.open(out_dir / p) as im:
+            assert im.format == 'PNG' and min(im.size) >= SIZE
+    assert 'drawn to' in proc.stdout
+    # train.py: a checkpoint; test.py: the metrics of that checkpoint
+    work_dir = workspace / train_dir
+    assert osp.isfile(open(work_dir / 'last_checkpoint').read().strip())
+    metrics = json.load(open(work_dir / 'test_metrics.json'))
+    assert metrics and all(isinstance(v, (int, float)) for v in metrics.values()), metrics
+    assert '[clusterseg] metrics written to' in proc.stdout
 
 
 def test_browse_dataset_names_a_missing_data_root(tmp_path):
