@@ -29,7 +29,8 @@ from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.registry import init_default_scope  # noqa: E402
 
 import clusterseg  # noqa: E402,F401  (version check, registries)
-from clusterseg.engine import add_input_checks, check_data_roots, scope_of  # noqa: E402
+from clusterseg.engine import (EmptyDatasetError, add_input_checks, check_data_roots,  # noqa: E402
+                               scope_of)
 from clusterseg.utils.progress import add_progress_argument, echo, track  # noqa: E402
 
 _CLS_MIN_SIDE = 224  # classification images are enlarged to this short side so the label is legible
@@ -92,6 +93,8 @@ def build_dataset(cfg, phase):
         dataset = registry.build(ds_cfg)
     except FileNotFoundError as e:  # an ann_file or an image folder under the data root
         raise SystemExit(f'{key}.dataset {_describe(ds_cfg)}: {e}') from None
+    except EmptyDatasetError as e:
+        raise SystemExit(str(e)) from None
     if len(dataset) == 0:
         raise SystemExit(f'{key}.dataset {_describe(ds_cfg)} is empty: no image was found (check '
                          'data_prefix, the image and annotation suffixes, and for COCO files '
