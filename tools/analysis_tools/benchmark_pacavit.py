@@ -10,6 +10,9 @@ the (model, size, batch) points goes to stderr (--no-progress: none).
 Example:
     python tools/analysis_tools/benchmark_pacavit.py --sizes 224 512 1024 --batch-sizes 1 8
     python tools/analysis_tools/benchmark_pacavit.py --sizes 224 --batch-sizes 1 --repeat 1   # quick
+    # training memory with and without gradient checkpointing
+    python tools/analysis_tools/benchmark_pacavit.py --mode train --with-cp --sizes 512 --batch-sizes 8 \\
+        --models pacavit-tiny --repeat 1
 """
 import argparse
 import json
@@ -29,16 +32,19 @@ MODELS = ('pacavit-tiny', 'pacavit-tiny-mhsa', 'mit-b1', 'pvtv2-b1')
 MHSA_MAX_TOKENS = 128 * 128
 
 
-def build(name):
-    """The backbone called ``name`` (all with 4 output stages)."""
+def build(name, with_cp=False):
+    """The backbone called ``name`` (all with 4 output stages); ``with_cp``: gradient checkpointing
+    (PaCa-ViT and MiT)."""
     import torch  # noqa: F401
     if name.startswith('pacavit'):
         from clusterseg.models.backbones import PaCaViT
         clusters = [0, 0, 0, 0] if name.endswith('mhsa') else None
-        return PaCaViT('tiny', out_indices=(0, 1, 2, 3), num_clusters=clusters, drop_path_rate=0.)
+        return PaCaViT('tiny', out_indices=(0, 1, 2, 3), num_clusters=clusters, drop_path_rate=0.,
+                       with_cp=with_cp)
     if name == 'mit-b1':
         from mmseg.models.backbones import MixVisionTransformer
-        return MixVisionTransformer(embed_dims=64, num_layers=[2, 2, 2, 2], num_heads=[1, 2, 5, 8])
+        return MixVisionTransformer(embed_dims=64, num_layers=[2, 2, 2, 2], num_heads=[1, 2, 5, 8],
+                                    with_cp=with_cp)
     if name == 'pvtv2-b1':
         from mmdet.models.backbones import PyramidVisionTransformerV2
         return PyramidVisionTransformerV2(embed_dims=64, num_layers=[2, 2, 2, 2])
@@ -49,22 +55,28 @@ def _peak_rss_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def worker(name, size, batch, repeat):
+def worker(name, size, batch, repeat, mode='infer', with_cp=False):
+    """One point: ``'infer'`` times a no-grad eval forward, ``'train'`` a train-mode forward +
+    backward of the sum of squared outputs (peak memory then includes the kept activations)."""
     import torch
     torch.manual_seed(0)
-    model = build(name).eval()
+    model = build(name, with_cp).train(mode == 'train')
     params = sum(p.numel() for p in model.parameters())
     x = torch.randn(batch, 3, size, size)
     base = _peak_rss_mib()
     best = float('inf')
-    with torch.no_grad():
+    with torch.set_grad_enabled(mode == 'train'):
         for i in range(repeat + 1):  # the first call warms up
             t0 = time.perf_counter()
-            model(x)
+            outs = model(x)
+            if mode == 'train':
+                sum((o ** 2).mean() for o in outs).backward()
+                model.zero_grad(set_to_none=True)
+            del outs
             if i:
                 best = min(best, time.perf_counter() - t0)
-    return dict(model=name, size=size, batch=batch, params=params, time_s=best,
-                peak_mib=_peak_rss_mib() - base)
+    return dict(model=name + ('+cp' if with_cp else ''), size=size, batch=batch, mode=mode, params=params,
+                time_s=best, peak_mib=_peak_rss_mib() - base)
 
 
 def gemm_gflops(n=2048, repeat=3):
@@ -97,8 +109,8 @@ def profile_pacavit(size=512, top=8):
     return [(e.key, e.self_cpu_time_total / total) for e in events[:top]]
 
 
-def run_point(name, size, batch, repeat):
-    cmd = [sys.executable, __file__, '--_worker', json.dumps([name, size, batch, repeat])]
+def run_point(name, size, batch, repeat, mode='infer', with_cp=False):
+    cmd = [sys.executable, __file__, '--_worker', json.dumps([name, size, batch, repeat, mode, with_cp])]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         return dict(model=name, size=size, batch=batch, error=proc.stderr.strip().splitlines()[-1])
@@ -115,6 +127,11 @@ def parse_args(argv=None):
     parser.add_argument('--models', nargs='+', default=list(MODELS), choices=MODELS,
                         help='backbones to compare')
     parser.add_argument('--repeat', type=int, default=2, help='timed forwards per point (best kept)')
+    parser.add_argument('--mode', choices=['infer', 'train'], default='infer',
+                        help="'train': forward + backward in train mode (time and peak memory)")
+    parser.add_argument('--with-cp', action='store_true',
+                        help='also run each model with gradient checkpointing (with_cp=True; PaCa-ViT '
+                             'and MiT) and print the peak-memory saving (use with --mode train)')
     parser.add_argument('--out', help='write the rows as JSON here')
     add_progress_argument(parser)
     parser.add_argument('--_worker', help=argparse.SUPPRESS)
@@ -129,17 +146,20 @@ def main(argv=None):
     import torch
     print(f'torch {torch.__version__}, {torch.get_num_threads()} threads')
     rows = []
-    points = [(m, s, b) for b in args.batch_sizes for s in args.sizes for m in args.models]
+    cps = [False, True] if args.with_cp else [False]
+    points = [(m, s, b, cp) for b in args.batch_sizes for s in args.sizes for m in args.models for cp in cps
+              if not cp or m in ('pacavit-tiny', 'mit-b1')]
+    print(f'mode: {args.mode}')
     with Progress(len(points), 'benchmark points', enabled=not args.no_progress) as bar:
-        for i, (m, s, b) in enumerate(points, 1):
+        for i, (m, s, b, cp) in enumerate(points, 1):
             if m.endswith('mhsa') and (s // 4)**2 > MHSA_MAX_TOKENS:
                 row = dict(model=m, size=s, batch=b, error=f'skipped: quadratic in {(s // 4)**2} stage-1 tokens')
             else:
-                row = run_point(m, s, b, args.repeat)
+                row = run_point(m, s, b, args.repeat, args.mode, cp)
             rows.append(row)
             bar.update()
             shown = (f"{row['time_s']:.3f} s, +{row['peak_mib']:.0f} MiB" if 'time_s' in row else row['error'])
-            echo(f'[{i}/{len(points)}] {m:<18} {s:>4}px batch {b}: {shown}')
+            echo(f"[{i}/{len(points)}] {m + ('+cp' if cp else ''):<18} {s:>4}px batch {b}: {shown}")
 
     def get(m, s, b):
         return next((r for r in rows if (r['model'], r['size'], r['batch']) == (m, s, b) and 'time_s' in r), None)
@@ -157,6 +177,20 @@ def main(argv=None):
                     parts.append(f"{m}: time x{r['time_s'] / ref['time_s']:.2f}, "
                                  f"memory x{r['peak_mib'] / max(ref['peak_mib'], 1):.2f}")
             print(f'  {s}px batch {b}: ' + ('; '.join(parts) or '-'))
+    if args.with_cp:
+        for m in ('pacavit-tiny', 'mit-b1'):
+            for b in args.batch_sizes:
+                for s in args.sizes:
+                    plain, cp = get(m, s, b), get(m + '+cp', s, b)
+                    if plain and cp:
+                        print(f"{m} {s}px batch {b} ({args.mode}): with_cp peak {cp['peak_mib']:.0f} MiB vs "
+                              f"{plain['peak_mib']:.0f} MiB ({100 * (1 - cp['peak_mib'] / max(plain['peak_mib'], 1)):.0f}% "
+                              f"less), time x{cp['time_s'] / plain['time_s']:.2f}")
+    if args.mode == 'train':
+        if args.out:
+            with open(args.out, 'w') as f:
+                json.dump(rows, f, indent=1)
+        return rows
     for b in args.batch_sizes:
         a, c = get('pacavit-tiny', 512, b), get('pacavit-tiny', 1024, b)
         if a and c:
