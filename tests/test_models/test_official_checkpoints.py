@@ -24,6 +24,7 @@ from mmengine.runner import load_checkpoint
 from clusterseg.models.backbones import ClusTR, PaCaViT
 from tests.conftest import REPO
 from tests.official_layouts import PACAVIT_ARCHS, clustr_layout, pacavit_layout, random_state
+from tests.test_tools.test_kmax_converter import model_state  # noqa: F401  (the kMaX model's state, a fixture)
 
 
 def _assert_loaded(model, state, prefix=''):
@@ -146,26 +147,17 @@ def test_teacher_fpn_upsamples_before_the_lateral_layer():
         assert (wrong - right).abs().max() > 1e-2 * right.abs().max()
 
 
-def test_kmax_pkl_layout_converts(tmp_path):
+def test_kmax_pkl_layout_converts(tmp_path, model_state):
     """detectron2 ``.pkl`` (TF-converted weights: ``{'model': {name: ndarray}}``, protocol 2 as
     the conversion script writes it) -> the same tensors as the ``.pth`` of the same weights."""
     from tests.test_tools.test_kmax_converter import CONFIG, load_converter, to_d2_key
-    cfg = Config.fromfile(CONFIG)
-    init_default_scope('mmdet')
-    from mmdet.registry import MODELS
-
-    import clusterseg.models  # noqa: F401
-    cfg.model.backbone.init_cfg = None
-    torch.manual_seed(0)
-    own = MODELS.build(cfg.model).state_dict()
-    d2 = {to_d2_key(k): v.numpy().copy() for k, v in own.items() if not k.endswith('num_batches_tracked')}
+    d2 = {to_d2_key(k): v.numpy().copy() for k, v in model_state.items() if not k.endswith('num_batches_tracked')}
     src = str(tmp_path / 'kmax_r50.pkl')
     with open(src, 'wb') as f:
         pickle.dump({'model': d2, '__author__': 'TF'}, f, protocol=2)
     dst = str(tmp_path / 'out.pth')
-    conv = load_converter()
-    conv.main([src, dst, '--config', CONFIG, '--no-progress'])
+    load_converter().main([src, dst, '--config', CONFIG, '--no-progress'])
     converted = torch.load(dst, map_location='cpu')['state_dict']
-    for k, v in own.items():
+    for k, v in model_state.items():
         if not k.endswith('num_batches_tracked'):
             assert torch.equal(converted[k], v), k
