@@ -1,6 +1,7 @@
 # The two entry points of the README:
 #   make demo   set up .venv (if needed), make the synthetic ADE20K set, train, test, print mIoU
-#   make test   set up .venv (if needed) and run the test suite
+#   make test   set up .venv (if needed) and run the test suite (CI: all of it)
+#   make test-fast  the unit tier only (no tool-level e2e runs; tests/conftest.py E2E_MODULES)
 #   make docs   set up .venv (if needed) and build the user guide into docs/en/_build/html
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -9,7 +10,7 @@ DEMO_CONFIG ?= configs/demo/pacahead_pacavit-demo_1xb8-300it_synthetic-ade20k-12
 DEMO_DIR ?= work_dirs/demo
 PYTEST_ARGS ?=
 
-.PHONY: install demo test docs clean-venv
+.PHONY: install demo test test-fast docs clean-venv
 
 install: $(STAMP)
 
@@ -21,6 +22,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(PY) -m pytest tests -m "not e2e" $(PYTEST_ARGS)
 
 # -W: a warning (broken link, page outside the toctree, bad markup) fails the build
 docs: $(STAMP)

@@ -15,6 +15,35 @@ import pytest  # noqa: E402
 
 PYTHON = sys.executable
 
+# The test tiers. Tool-level end-to-end runs (a tool or a whole Runner in a subprocess, a training
+# run, the x20 load test, the docs build) carry the ``e2e`` marker: ``make test-fast``
+# (``pytest -m "not e2e"``) runs the unit tier only, ``make test`` (CI) runs everything. A module
+# listed here is e2e as a whole; a single test elsewhere can be marked ``@pytest.mark.e2e``.
+E2E_MODULES = (
+    'tests/test_tools/',
+    'tests/test_docs.py',
+    'tests/test_reliability/test_load.py',
+    'tests/test_reliability/test_determinism_resume.py',
+    'tests/test_reliability/test_distributed.py',
+    'tests/test_reliability/test_security.py',
+    'tests/test_reliability/test_saved_config.py',
+    'tests/test_reliability/test_bad_input.py',
+    'tests/test_reliability/test_bad_annotations.py',
+    'tests/test_reliability/test_checkpoint_files.py',
+    'tests/test_reliability/test_checkpoint_fit.py',
+)
+
+
+def pytest_configure(config):
+    config.addinivalue_line('markers', 'e2e: a tool-level end-to-end run (left out by make test-fast)')
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        rel = osp.relpath(str(item.fspath), REPO).replace(os.sep, '/')
+        if rel.startswith(E2E_MODULES):
+            item.add_marker(pytest.mark.e2e)
+
 
 @pytest.fixture(scope='session')
 def synthetic_root(tmp_path_factory):
