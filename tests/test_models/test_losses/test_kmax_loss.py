@@ -143,3 +143,108 @@ def test_kmax_loss_dynamic_weights_and_scale():
                                                                      void, dice_w))
     torch.testing.assert_close(out['loss_mask'], 0.3 * mask_id_cross_entropy(pred['mask_logits'].flatten(2),
                                                                              target_masks, void))
+
+
+# ---------------------------------------------------------------- the whole head loss vs the old loop
+def _tiny_head(**loss):
+    from clusterseg.models.dense_heads.kmax_head import KMaXPanopticHead
+    torch.manual_seed(0)
+    return KMaXPanopticHead(
+        in_channels=(8, 8, 16, 16), num_things_classes=3, num_stuff_classes=2, num_queries=8,
+        pixel_decoder=dict(type='clusterseg.KMaXPixelDecoder', channels=(8, 4, 4, 4), num_blocks=(1, 1, 1, 1),
+                           num_heads=2),
+        transformer_decoder=dict(num_layers=(1, 1, 1), query_channels=16, bottleneck_channels=16, key_channels=8,
+                                 value_channels=16, num_heads=2, ffn_channels=16, embed_channels=8),
+        aux_semantic_head=dict(aspp_channels=8, low_level_channels=(4, 4), decoder_channels=8),
+        loss=dict(type='clusterseg.KMaXLoss', **loss))
+
+
+def _tiny_batch(H=41, W=40):
+    """Backbone features of a (2, 3, H, W) batch and per-image GT: image 0 has things, stuff and void,
+    image 1 has a single stuff mask on part of a smaller image, the rest padding."""
+    gen = torch.Generator().manual_seed(3)
+    feats = [torch.randn(2, c, -(-H // s), -(-W // s), generator=gen) for c, s in zip((8, 8, 16, 16), (4, 8, 16, 32))]
+    owner = torch.randint(0, 5, (H, W), generator=gen)  # 4 = void
+    gt0 = (torch.tensor([0, 1, 3, 4]), torch.stack([owner == m for m in range(4)]))
+    stuff = torch.zeros(1, 30, 31, dtype=torch.bool)  # odd final height (11): align_corners=True
+    stuff[:, 3:20, 5:] = True
+    return feats, [gt0, (torch.tensor([4]), stuff)], (H, W)
+
+
+def reference_head_loss(head, outputs, batch_gt, input_shape):
+    """The kMaX head loss as the head computed it before the loss owned its loop (kept here as the
+    reference): one insdis pixel sample shared by the six aux and the final output, aux outputs
+    resized to the final masks by the target-height rule, then the semantic sample and loss."""
+    loss = head.criterion
+    final = outputs['final']
+    t = head.get_targets(final, batch_gt, input_shape)
+    size = tuple(final['mask_logits'].shape[-2:])
+
+    def sample(k, temperature):
+        if k <= 0:
+            return torch.arange(t['void'].shape[1]).expand(t['void'].shape[0], -1)
+        logits = torch.log(t['inverse_area'].clamp(min=1e-12)) * temperature
+        return gumbel_topk(logits.masked_fill(t['void'], -99999.), k)
+
+    def up(x):
+        if tuple(x.shape[-2:]) == size:
+            return x
+        return torch.nn.functional.interpolate(x, size=size, mode='bilinear', align_corners=size[0] % 2 == 1)
+
+    def one_output(pred, index):
+        mask_logits = pred['mask_logits'].flatten(2).float()
+        void, matched = t['void'], t['matched']
+        with torch.no_grad():
+            prob = mask_logits.softmax(1)
+            void_share = (prob * void.unsqueeze(1)).sum(-1) / prob.sum(-1).clamp(min=1e-12)
+            class_w = torch.where(matched, t['matched_dice'], void_share).clamp(min=loss.no_object_weight)
+            dice_w = torch.where(matched, t['matched_class_prob'].clamp(min=loss.no_object_weight),
+                                 torch.zeros_like(void_share))
+        return dict(
+            loss_cls=loss.class_weight * pq_class_loss(pred['class_logits'], t['target_labels'], class_w,
+                                                       loss.focal_alpha),
+            loss_dice=loss.dice_weight * pq_dice_loss(mask_logits, t['target_masks'], void, dice_w, loss.focal_alpha),
+            loss_mask=loss.mask_weight * mask_id_cross_entropy(mask_logits, t['target_masks'], void),
+            loss_insdis=loss.insdis_weight * instance_discrimination_loss(
+                pred['pixel_feature'].flatten(2), t['target_masks'], index, loss.insdis_temperature))
+
+    index = sample(loss.insdis_sample_k, loss.insdis_sample_temperature)
+    losses = {}
+    for i, aux in enumerate(outputs['aux']):
+        pred = dict(class_logits=aux['class_logits'], mask_logits=up(aux['mask_logits']),
+                    pixel_feature=up(aux['pixel_feature']))
+        losses.update({f'd{i}.{k}': v for k, v in one_output(pred, index).items()})
+    losses.update(one_output(final, index))
+    if outputs['sem_logits'] is not None:
+        sem_index = sample(loss.aux_semantic_sample_k, loss.aux_semantic_sample_temperature)
+        losses['loss_aux_sem'] = loss.aux_semantic_weight * aux_semantic_loss(
+            up(outputs['sem_logits']).flatten(2), t['sem_gt'], sem_index, -1)
+    return losses
+
+
+@pytest.mark.parametrize('loss_cfg', [dict(insdis_sample_k=64, aux_semantic_sample_k=48),
+                                      dict(insdis_sample_k=0, aux_semantic_sample_k=0, class_weight=2.0),
+                                      dict(insdis_sample_k=4096)])
+def test_head_loss_is_the_reference_loop_bit_for_bit(loss_cfg):
+    """The loss dict the head returns, on fixed inputs and a fixed sampling seed, equals the old
+    loop's to the last bit; the sampling is seeded from the global RNG in the same order."""
+    head = _tiny_head(**loss_cfg).train()
+    feats, batch_gt, shape = _tiny_batch()
+    outputs = head.forward_all(feats)
+    assert outputs['sem_logits'] is not None and len(outputs['aux']) == 3
+    torch.manual_seed(7)
+    got = head.loss_by_outputs(outputs, batch_gt, shape)
+    torch.manual_seed(7)
+    ref = reference_head_loss(head, outputs, batch_gt, shape)
+    assert list(got) == list(ref)
+    for k in ref:
+        assert torch.equal(got[k], ref[k]), (k, got[k], ref[k])
+    if loss_cfg['insdis_sample_k'] == 64:  # the test can fail: another sample gives another insdis loss
+        torch.manual_seed(8)
+        other = head.loss_by_outputs(outputs, batch_gt, shape)
+        assert not torch.equal(other['loss_insdis'], ref['loss_insdis'])
+        assert not torch.equal(other['loss_aux_sem'], ref['loss_aux_sem'])
+    # without the aux semantic head's logits there is no semantic term, and nothing else changes
+    torch.manual_seed(7)
+    got = head.loss_by_outputs(dict(outputs, sem_logits=None), batch_gt, shape)
+    assert 'loss_aux_sem' not in got and all(torch.equal(got[k], ref[k]) for k in got)
