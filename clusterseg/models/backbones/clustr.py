@@ -14,7 +14,7 @@ import torch.nn as nn
 
 from clusterseg.models.backbones._cp import maybe_checkpoint
 from clusterseg.models.backbones.base import PyramidBackbone
-from clusterseg.models.layers import ConvDownsample, DropPath, MixFFN
+from clusterseg.models.layers import ConvDownsample, DropPath, MixFFN, recording_assignments
 from clusterseg.models.layers.dpc_cluster import (DEFAULT_MAX_BLOCK_ELEMS, ClusteredKVAttention,
                                                   cluster_counts)
 from clusterseg.registry import MODELS
@@ -36,13 +36,11 @@ class ClusTRBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dims, eps=1e-6)
         self.mlp = MixFFN(dims, int(dims * mlp_ratio), drop=drop, dw_shortcut=True)
 
-    def forward(self, x, hw_shape, return_clusters=False):
-        """x: (B, N, C) -> (B, N, C) [, per-scale (B, N) assignments]."""
-        res = self.attn(self.norm1(x), hw_shape, return_clusters=return_clusters)
-        y = res[0] if return_clusters else res
-        x = x + self.drop_path(y)
+    def forward(self, x, hw_shape):
+        """x: (B, N, C) -> (B, N, C)."""
+        x = x + self.drop_path(self.attn(self.norm1(x), hw_shape))
         x = x + self.drop_path(self.mlp(self.norm2(x), hw_shape))
-        return (x, res[1]) if return_clusters else x
+        return x
 
 
 @MODELS.register_module()
@@ -146,18 +144,37 @@ class ClusTR(PyramidBackbone):
         return s
 
     # ------------------------------------------------------------------ forward
-    def forward(self, x, return_clusters=False):
-        """x: (B, 3, H, W) -> tuple of (B, C_i, H_i, W_i) for the ``out_indices`` stages.
+    def forward(self, x):
+        """x: (B, 3, H, W) -> tuple of (B, C_i, H_i, W_i) for the ``out_indices`` stages."""
+        return self._run(x)[0]
+
+    @torch.no_grad()
+    def cluster_maps(self, x):
+        """The cluster contract (:mod:`clusterseg.models.layers.cluster`): the density-peaks
+        cluster index of every token in the last block of each clustering stage, per scale.
 
         Args:
-            return_clusters (bool): also return, per stage, per block, the list of per-scale
-                (B, H_i, W_i) cluster-index maps (empty lists in stage 4), for visualisation.
+            x (Tensor): (B, 3, H, W) images.
+
+        Returns:
+            list[tuple[str, Tensor]]: ``('stage{i}/scale{s}', (B, H_i, W_i) long)`` for stages 1-3
+            (``sr_ratio > 1``) and each of ``cluster_scales`` (scale s has
+            ``cluster_scales[s] * (N_i // sr_i^2)`` clusters); stage 4 is plain attention.
         """
+        last = {i: getattr(self, f'block{i + 1}')[-1].attn for i in range(4)
+                if self.sr_ratios[i] > 1 and len(getattr(self, f'block{i + 1}'))}
+        with recording_assignments(last.values()):
+            _, grids = self._run(x)
+            return [(f'stage{i + 1}/scale{s}', a.reshape(-1, *grids[i]))  # (B, N) -> (B, H_i, W_i)
+                    for i, attn in last.items() for s, a in enumerate(attn.last_assignment)]
+
+    def _run(self, x):
+        """-> (outs of out_indices, per-stage token grid (H_i, W_i))."""
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f'ClusTR expects images of shape (B, {self.in_channels}, H, W), '
                              f'got {tuple(x.shape)}')
         B, _, H, W = x.shape
-        outs, clusters = [], []
+        outs, grids = [], []
         for i in range(4):
             x = getattr(self, f'patch_embed{i + 1}')(x)  # (B, C_i, h, w)
             h, w = x.shape[-2:]
@@ -165,19 +182,14 @@ class ClusTR(PyramidBackbone):
                 cluster_counts(h * w, self.sr_ratios[i], self.cluster_scales,
                                where=f'ClusTR stage {i + 1} (input {H}x{W}, token grid {h}x{w})')
             x = x.flatten(2).transpose(1, 2)  # (B, N, C)
-            stage = []
             for blk in getattr(self, f'block{i + 1}'):
-                if return_clusters:
-                    x, assigns = blk(x, (h, w), return_clusters=True)
-                    stage.append([a.reshape(B, h, w) for a in assigns])
-                else:
-                    x = maybe_checkpoint(self.with_cp, blk, x, (h, w))
+                x = maybe_checkpoint(self.with_cp, blk, x, (h, w))
             x = getattr(self, f'norm{i + 1}')(x)
             x = x.transpose(1, 2).reshape(B, -1, h, w)  # (B, C, h, w)
             if i in self.out_indices:
                 outs.append(x)
-            clusters.append(stage)
-        return (tuple(outs), clusters) if return_clusters else tuple(outs)
+            grids.append((h, w))
+        return tuple(outs), grids
 
     # ------------------------------------------------------------------ training modes
     def frozen_modules(self):

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 
 from clusterseg.models.backbones._cp import maybe_checkpoint
-from clusterseg.models.backbones.base import PyramidBackbone
+from clusterseg.models.backbones.base import BaseBackbone
 from clusterseg.models.layers import ConvDownsample, MixFFN, PaCaAttention
 from clusterseg.models.layers.drop import DropPath
 from clusterseg.models.layers.paca_teacher import PaCaTeacherConvMixer
@@ -44,7 +44,7 @@ class PaCaBlock(nn.Module):
 
 
 @MODELS.register_module()
-class PaCaViT(PyramidBackbone):
+class PaCaViT(BaseBackbone):
     """PaCa-ViT: patch-to-cluster attention vision transformer.
 
     Paper: "PaCa-ViT: Learning Patch-to-Cluster Attention in Vision Transformers", CVPR 2023.
@@ -103,6 +103,7 @@ class PaCaViT(PyramidBackbone):
     }
     _arch_defaults = dict(num_heads=[2, 4, 8, 16], mlp_ratios=[4, 4, 4, 4], clustering_kernel_size=7,
                           onsite_clustering=[0, 0, 0, 0], teacher_depths=None)
+    arch_required = ('embed_dims', 'depths', 'num_clusters')
 
     def __init__(self, arch='tiny', in_channels=3, num_clusters=None, onsite_clustering=None,
                  clustering='arch', out_indices=(3, ), frozen_stages=-1, norm_eval=False,
@@ -110,17 +111,18 @@ class PaCaViT(PyramidBackbone):
                  with_cp=False, init_cfg=None):
         super().__init__(init_cfg=init_cfg)
         self.with_cp = with_cp
-        self.arch_settings = self._resolve_arch(arch, num_clusters, onsite_clustering, clustering)
+        overrides = {} if clustering == 'arch' else dict(clustering=clustering)
+        if num_clusters is not None:
+            overrides['num_clusters'] = list(num_clusters)
+        if onsite_clustering is not None:
+            overrides['onsite_clustering'] = list(onsite_clustering)
+        self.arch_settings = self.resolve_arch(arch, overrides)
         s = self.arch_settings
         dims, depths = s['embed_dims'], s['depths']
         self.embed_dims, self.num_stages, self.in_channels = dims, 4, in_channels
         self.num_clusters = s['num_clusters']
-        out_indices = [out_indices] if isinstance(out_indices, int) else list(out_indices)
-        for i in out_indices:
-            if not 0 <= i < 4:
-                raise ValueError(f'out_indices must be in 0..3, got {out_indices}')
-        self.out_indices = out_indices
-        self.frozen_stages, self.norm_eval = frozen_stages, norm_eval
+        self.out_indices = self.check_out_indices(out_indices, 4)
+        self.set_training_modes(frozen_stages, norm_eval, 4)
         self.pretrained_ignore_keys = list(pretrained_ignore_keys)
 
         self.patch_embed = ConvDownsample(in_channels, dims[0], convs=[(3, 2, 1), (3, 2, 1)])
@@ -144,27 +146,11 @@ class PaCaViT(PyramidBackbone):
             if i < 3:
                 self.add_module(f'transition{i + 1}', ConvDownsample(dims[i], dims[i + 1]))
 
-    def _resolve_arch(self, arch, num_clusters, onsite_clustering, clustering):
-        if isinstance(arch, str):
-            if arch not in self.arch_zoo:
-                raise KeyError(f'PaCaViT: unknown arch {arch!r}; valid names: {sorted(self.arch_zoo)}')
-            arch = self.arch_zoo[arch]
-        elif not isinstance(arch, dict):
-            raise TypeError(f'PaCaViT arch must be a str or dict, got {type(arch).__name__}')
-        s = copy.deepcopy(self._arch_defaults)
-        s.update(copy.deepcopy(arch))  # copies: presets are never mutated
-        for key in ('embed_dims', 'depths', 'num_clusters'):
-            if key not in s:
-                raise KeyError(f'PaCaViT arch dict is missing {key!r}')
-        if num_clusters is not None:
-            s['num_clusters'] = list(num_clusters)
-        if onsite_clustering is not None:
-            s['onsite_clustering'] = list(onsite_clustering)
-        if clustering != 'arch':
-            s['clustering'] = clustering
-        for key in ('embed_dims', 'depths', 'num_heads', 'mlp_ratios', 'num_clusters', 'onsite_clustering'):
-            if len(s[key]) != 4:
-                raise ValueError(f'PaCaViT: {key} must have 4 entries (one per stage), got {s[key]}')
+    @classmethod
+    def validate_arch(cls, s):
+        s.setdefault('clustering', None)
+        cls.check_per_stage(s, ('embed_dims', 'depths', 'num_heads', 'mlp_ratios', 'num_clusters',
+                                'onsite_clustering'), 4)
         for i, m in enumerate(s['num_clusters']):
             if not isinstance(m, int) or m < 0:
                 raise ValueError(f'PaCaViT: num_clusters[{i}] must be an int >= 0, got {m!r}')
@@ -182,7 +168,8 @@ class PaCaViT(PyramidBackbone):
 
     # ------------------------------------------------------------------ forward
     def _run(self, x, return_attn=False):
-        """-> (outs of out_indices, per-stage z maps, per-stage per-block attention or None)."""
+        """-> (outs of out_indices, per-stage (B, M_i, H_i, W_i) z views (None for M_i = 0),
+        per-stage per-block attention or None)."""
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f'PaCaViT expects images of shape (B, {self.in_channels}, H, W), '
                              f'got {tuple(x.shape)}')
@@ -211,15 +198,25 @@ class PaCaViT(PyramidBackbone):
                 x = getattr(self, f'transition{i + 1}')(x)
         return tuple(outs), clusters, (attns if return_attn else None)
 
-    def forward(self, x, return_clusters=False):
-        """x: (B, 3, H, W) -> tuple of (B, C_i, H_i, W_i) for the ``out_indices`` stages.
+    def forward(self, x):
+        """x: (B, 3, H, W) -> tuple of (B, C_i, H_i, W_i) for the ``out_indices`` stages."""
+        return self._run(x)[0]
+
+    @torch.no_grad()
+    def cluster_maps(self, x):
+        """The cluster contract (:mod:`clusterseg.models.layers.cluster`): each clustering stage's
+        patch-to-cluster assignment as hard cluster indices.
 
         Args:
-            return_clusters (bool): also return the per-stage assignments, a list of
-                (B, M_i, H_i, W_i) maps (None for M_i = 0), for visualisation.
+            x (Tensor): (B, 3, H, W) images.
+
+        Returns:
+            list[tuple[str, Tensor]]: ``('stage{i}', (B, H_i, W_i) long)`` for every stage with
+            M_i > 0 (stages 1-3 of the released variants, all four with a teacher): the argmax
+            over the M_i clusters of the stage's last assignment z (B, M_i, H_i, W_i).
         """
-        outs, clusters, _ = self._run(x)
-        return (outs, clusters) if return_clusters else outs
+        _, clusters, _ = self._run(x)
+        return [(f'stage{i + 1}', z.argmax(1)) for i, z in enumerate(clusters) if z is not None]
 
     def forward_attention_maps(self, x):
         """Per-block patch-to-cluster attention for visualisation (not used in training).

@@ -13,6 +13,7 @@ from mmcv.cnn import ConvModule, build_norm_layer
 from mmseg.models.decode_heads.decode_head import BaseDecodeHead
 from mmseg.models.utils import resize
 
+from clusterseg.models.layers import pool_clusters
 from clusterseg.registry import MODELS
 
 
@@ -82,7 +83,7 @@ class PaCaHead(BaseDecodeHead):
         q = self.q(x).flatten(2).transpose(1, 2)  # (B, N, D)
         cluster_logits = self.clustering(x)  # (B, L, H0, W0)
         z = cluster_logits.flatten(2).softmax(dim=-1)  # (B, L, N), softmax over the pixels
-        c = torch.bmm(z, x.flatten(2).transpose(1, 2))  # (B, L, 4D)
+        c = pool_clusters(z, x.flatten(2).transpose(1, 2))  # (B, L, 4D)
         k, v = self.k(c), self.v(c)  # (B, L, D)
         # single head, and no 1/sqrt(d) scaling, as in the reference head
         out = F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None], scale=1.0)[:, 0]
@@ -102,9 +103,20 @@ class PaCaHead(BaseDecodeHead):
             cluster_logits, seg_label, ignore_index=self.ignore_index)
         return losses
 
+    @torch.no_grad()
     def cluster_maps(self, inputs):
-        """The per-class cluster assignment (B, L, H0, W0), a softmax over pixels (for
-        visualisation)."""
+        """The cluster contract (:mod:`clusterseg.models.layers.cluster`): every pixel's class
+        cluster.
+
+        Args:
+            inputs (list[Tensor]): what :meth:`forward` takes, (B, C_i, H_i, W_i) features.
+
+        Returns:
+            list[tuple[str, Tensor]]: ``[('head', (B, H0, W0) long)]``, the argmax over the L
+            class clusters of the assignment z (softmax over the pixels) at the first input's
+            resolution.
+        """
         _, cluster_logits = self._forward_with_clusters(inputs)
         B, L, H, W = cluster_logits.shape
-        return cluster_logits.flatten(2).softmax(dim=-1).view(B, L, H, W)
+        z = cluster_logits.flatten(2).softmax(dim=-1)  # (B, L, N)
+        return [('head', z.argmax(1).view(B, H, W))]

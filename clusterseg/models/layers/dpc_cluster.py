@@ -16,6 +16,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .cluster import pool_clusters
+
 # a block of (B, rows, N) distances holds at most this many elements by default (64 MiB in fp32):
 # B * N^2 <= this (N <= 4096 at B = 1) runs as one block, i.e. the naive N x N algorithm
 DEFAULT_MAX_BLOCK_ELEMS = 2**24
@@ -145,34 +147,13 @@ def dpc_knn(x, num_clusters, k=5, memory_efficient=None, max_block_elems=DEFAULT
     return results[0] if single else results
 
 
-def merge_clusters(x, assign, num_clusters, weight, eps=1e-6):
-    """Weighted cluster means ``sum_{j in m} w_j x_j / (sum_{j in m} w_j + eps)``.
-
-    Vectorised over the batch (one ``index_add`` on flattened (b, m) indices); differentiable in
-    ``x`` and ``weight``.
-
-    Args:
-        x (Tensor): (B, N, C) tokens.
-        assign (Tensor): (B, N) long cluster index in ``0..M-1``.
-        num_clusters (int): M.
-        weight (Tensor): (B, N, 1) positive token weights.
-
-    Returns:
-        Tensor: (B, M, C).
-    """
-    B, N, C = x.shape
-    flat = (assign + torch.arange(B, device=x.device)[:, None] * num_clusters).reshape(-1)  # (B*N)
-    num = x.new_zeros(B * num_clusters, C).index_add(0, flat, (x * weight).reshape(B * N, C))
-    den = weight.new_zeros(B * num_clusters, 1).index_add(0, flat, weight.reshape(B * N, 1))
-    return (num / (den + eps)).reshape(B, num_clusters, C)
-
-
 class ClusteredKVAttention(nn.Module):
     """Multi-head attention from the N tokens to the means of their DPC-kNN clusters.
 
     ``sr_ratio > 1``: per scale s (M_s = cluster_scales[s] * (N // sr^2)), ``idx_s = DPC-kNN(x)``
     (no gradient; one clustering shared by all heads, by K and by V), ``x_s = weighted cluster
-    means of x`` with ``w = exp(weight_layer(x))``, ``k_s, v_s = kv{s+1}(x_s)``, and
+    means of x`` with ``w = exp(weight_layer(x))`` (:func:`~.cluster.pool_clusters` of the hard
+    assignment, normalised), ``k_s, v_s = kv{s+1}(x_s)``, and
     ``out = proj(sum_s softmax(q k_s^T / sqrt(d)) v_s)``. ``sr_ratio == 1``: plain MHSA
     (``kv(x)``), ClusTR's stage 4.
 
@@ -204,6 +185,9 @@ class ClusteredKVAttention(nn.Module):
         self.knn_k, self.attn_drop = knn_k, attn_drop
         self.memory_efficient, self.max_block_elems = memory_efficient, max_block_elems
         self.layer_name = 'ClusteredKVAttention'  # set by the backbone for error messages
+        # True only inside cluster.recording_assignments: then the per-scale (B, N) assignments of
+        # the last forward are kept in last_assignment (the cluster contract)
+        self.record_assignment, self.last_assignment = False, None
         self.q = nn.Linear(dims, dims, bias=qkv_bias)
         if sr_ratio > 1:
             self.weight_layer = nn.Linear(dims, 1)
@@ -219,12 +203,11 @@ class ClusteredKVAttention(nn.Module):
         k, v = t.reshape(B, L, 2, self.num_heads, -1).permute(2, 0, 3, 1, 4)
         return k, v
 
-    def forward(self, x, hw_shape, return_clusters=False):
-        """x: (B, N, C) tokens of an H x W grid -> (B, N, C) [, list of (B, N) assignments]."""
+    def forward(self, x, hw_shape):
+        """x: (B, N, C) tokens of an H x W grid -> (B, N, C)."""
         B, N, C = x.shape
         q = self.q(x).reshape(B, N, self.num_heads, -1).transpose(1, 2)  # (B, h, N, d)
         drop = self.attn_drop if self.training else 0.
-        assigns = []
         if self.sr_ratio == 1:
             k, v = self._heads(self.kv(x))
             out = F.scaled_dot_product_attention(q, k, v, dropout_p=drop)  # (B, h, N, d)
@@ -238,11 +221,14 @@ class ClusteredKVAttention(nn.Module):
             xf = x.float()
             out = 0
             for s, (m, assign) in enumerate(zip(counts, assigns)):
-                xs = merge_clusters(xf, assign, m, w).to(x.dtype)  # (B, M_s, C)
+                # weighted cluster means (B, M_s, C)
+                xs = pool_clusters(assign, xf, weight=w, num_clusters=m, normalize=True).to(x.dtype)
                 k, v = self._heads(getattr(self, f'kv{s + 1}')(xs))  # (B, h, M_s, d)
                 out = out + F.scaled_dot_product_attention(q, k, v, dropout_p=drop)
+            if self.record_assignment:
+                self.last_assignment = assigns  # per scale (B, N)
         out = self.proj_drop(self.proj(out.transpose(1, 2).reshape(B, N, C)))
-        return (out, assigns) if return_clusters else out
+        return out
 
     def extra_repr(self):
         return (f'dims={self.dims}, num_heads={self.num_heads}, sr_ratio={self.sr_ratio}, '

@@ -6,9 +6,10 @@ convex combination of the patches, so attention costs O(N * M * C) instead of O(
 
 Shapes: B batch, N = H * W patches, C channels, M clusters, h heads, d = C / h.
 """
-import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from .cluster import pool_clusters
 
 
 def _check_clusters(num_clusters):
@@ -68,19 +69,6 @@ class P2CLinear(nn.Module):
 
 
 CLUSTERING = {'conv': P2CConv2d, 'mlp': P2CMlp, 'linear': P2CLinear}
-
-
-def cluster_tokens(z, x):
-    """Cluster tokens as convex combinations of patches: ``c = z @ x``.
-
-    Args:
-        z (Tensor): (B, M, N) assignment, each row a distribution over the N patches.
-        x (Tensor): (B, N, C) patch tokens.
-
-    Returns:
-        Tensor: (B, M, C).
-    """
-    return torch.bmm(z, x)
 
 
 class PaCaAttention(nn.Module):
@@ -161,7 +149,7 @@ class PaCaAttention(nn.Module):
                                  'assignment z of an earlier block')
             if z.shape != (B, self.num_clusters, N):
                 raise ValueError(f'z must have shape {(B, self.num_clusters, N)}, got {tuple(z.shape)}')
-            c = self.cluster_norm(cluster_tokens(z, x))  # (B, M, C)
+            c = self.cluster_norm(pool_clusters(z, x))  # (B, M, C), convex combinations of patches
         else:
             c = x
         h, d = self.num_heads, C // self.num_heads

@@ -81,13 +81,27 @@ def test_structure_follows_reference():
 def test_outputs_clusters_and_batch_one():
     torch.manual_seed(0)
     model = ClusTR('b1', out_indices=(0, 1, 2, 3)).eval()
-    outs, clusters = model(torch.randn(1, 3, 64, 96), return_clusters=True)
+    x = torch.randn(1, 3, 64, 96)
+    outs = model(x)
     assert [tuple(o.shape) for o in outs] == [(1, 64, 16, 24), (1, 128, 8, 12), (1, 256, 4, 6),
                                              (1, 512, 2, 3)]
-    # per stage, per block, per scale: (B, h, w) maps with M0 = N // sr^2 and 4 M0 clusters
-    assert len(clusters[0]) == 1 and [c.shape for c in clusters[0][0]] == [(1, 16, 24)] * 2
-    assert int(clusters[0][0][0].max()) == 384 // 64 - 1 and int(clusters[0][0][1].max()) == 4 * 6 - 1
-    assert clusters[3] == [[]]
+    # per clustering stage (1-3; stage 4 is plain attention), per scale: (B, h, w) maps of the
+    # stage's last block with M0 = N // sr^2 and 4 M0 clusters
+    maps = dict(model.cluster_maps(x))
+    assert list(maps) == ['stage1/scale0', 'stage1/scale1', 'stage2/scale0', 'stage2/scale1',
+                          'stage3/scale0', 'stage3/scale1']
+    assert [m.shape for m in maps.values()] == [(1, 16, 24)] * 2 + [(1, 8, 12)] * 2 + [(1, 4, 6)] * 2
+    assert all(m.dtype == torch.long for m in maps.values())
+    assert int(maps['stage1/scale0'].max()) == 384 // 64 - 1 and int(maps['stage1/scale1'].max()) == 4 * 6 - 1
+    # they are the DPC-kNN clusters of the last block's (normed) input
+    with torch.no_grad():
+        t = model.patch_embed1(x).flatten(2).transpose(1, 2)  # (1, N, C)
+        for blk in model.block1[:-1]:
+            t = blk(t, (16, 24))
+        want = dpc_knn(model.block1[-1].norm1(t), [6, 24])
+    assert torch.equal(maps['stage1/scale0'].flatten(1), want[0])
+    assert torch.equal(maps['stage1/scale1'].flatten(1), want[1])
+    assert torch.equal(model(x)[3], outs[3])  # and forward did not change
     # odd sizes work too
     assert model(torch.randn(1, 3, 70, 45))[-1].shape == (1, 512, 3, 2)
 

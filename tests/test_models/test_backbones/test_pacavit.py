@@ -60,12 +60,20 @@ def test_ablation_params(m, extra):
 
 def test_outputs_and_clusters():
     model = PaCaViT('tiny', out_indices=(0, 1, 2, 3)).eval()
-    outs, clusters = model(torch.randn(2, 3, 96, 64), return_clusters=True)
+    x = torch.randn(2, 3, 96, 64)
+    outs = model(x)
     assert [tuple(o.shape) for o in outs] == [(2, 96, 24, 16), (2, 192, 12, 8), (2, 320, 6, 4),
                                              (2, 384, 3, 2)]
-    assert [None if c is None else tuple(c.shape) for c in clusters] == [
+    _, z, _ = model._run(x)  # the soft assignments behind the maps
+    assert [None if c is None else tuple(c.shape) for c in z] == [
         (2, 100, 24, 16), (2, 100, 12, 8), (2, 100, 6, 4), None]
-    torch.testing.assert_close(clusters[0].flatten(2).sum(-1), torch.ones(2, 100))
+    torch.testing.assert_close(z[0].flatten(2).sum(-1), torch.ones(2, 100))  # softmax over patches
+    maps = model.cluster_maps(x)  # stage 4 has M = 0: no clustering
+    assert [(n, tuple(m.shape), m.dtype) for n, m in maps] == [
+        ('stage1', (2, 24, 16), torch.long), ('stage2', (2, 12, 8), torch.long),
+        ('stage3', (2, 6, 4), torch.long)]
+    for (_, m), zi in zip(maps, z):
+        assert torch.equal(m, zi.argmax(1))  # each patch's most likely of the M clusters
     # odd sizes work too (each stride-2 conv rounds up)
     assert model(torch.randn(1, 3, 70, 45))[-1].shape == (1, 384, 3, 2)
 
@@ -86,8 +94,11 @@ def test_where_clusters_are_computed():
 
 def test_teacher_supplies_assignments_and_gets_gradients():
     model = PaCaViT('tiny-teacher', out_indices=(3, ))
-    outs, clusters = model(torch.randn(1, 3, 64, 64), return_clusters=True)
-    assert all(c is not None for c in clusters) and clusters[3].shape == (1, 100, 2, 2)
+    x = torch.randn(1, 3, 64, 64)
+    maps = model.cluster_maps(x)
+    assert [n for n, _ in maps] == ['stage1', 'stage2', 'stage3', 'stage4']
+    assert maps[3][1].shape == (1, 2, 2) and 0 <= int(maps[3][1].min()) <= int(maps[3][1].max()) < 100
+    outs = model(x)
     outs[0].sum().backward()
     assert model.paca_teacher.to_clusters1.weight.grad is not None
     assert model.paca_teacher.transition1[0].blur_filter.requires_grad is False

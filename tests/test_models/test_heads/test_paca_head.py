@@ -37,9 +37,11 @@ def test_shapes_and_keys():
     head = _head()
     feats = _feats()
     assert head(feats).shape == (2, 5, 8, 12)
-    maps = head.cluster_maps(feats)
-    assert maps.shape == (2, 5, 8, 12)
-    torch.testing.assert_close(maps.flatten(2).sum(-1), torch.ones(2, 5))  # softmax over pixels
+    (name, maps), = head.cluster_maps(feats)
+    assert name == 'head' and maps.shape == (2, 8, 12) and maps.dtype == torch.long
+    _, cluster_logits = head._forward_with_clusters(feats)  # (B, L, H0, W0)
+    z = cluster_logits.flatten(2).softmax(-1).view(2, 5, 8, 12)  # softmax over the pixels
+    assert torch.equal(maps, z.argmax(1))  # each pixel's class cluster
     keys = set(head.state_dict())
     for k in ['convs.0.conv.weight', 'convs.3.bn.running_mean', 'q.0.conv.weight', 'clustering.0.bn.weight',
               'clustering.1.weight', 'clustering.1.bias', 'k.0.weight', 'k.2.running_var',

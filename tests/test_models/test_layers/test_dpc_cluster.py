@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from clusterseg.models.layers import dpc_cluster
-from clusterseg.models.layers.dpc_cluster import (ClusteredKVAttention, cluster_counts, dpc_knn,
-                                                  merge_clusters)
+from clusterseg.models.layers import pool_clusters, recording_assignments
+from clusterseg.models.layers.dpc_cluster import ClusteredKVAttention, cluster_counts, dpc_knn
 
 
 def brute_dpc(x, num_clusters, k=5):
@@ -116,12 +116,13 @@ def test_dpc_knn_bad_m():
             dpc_knn(x, m)
 
 
-def test_merge_clusters_matches_loop():
+def test_weighted_cluster_means_match_loop():
+    """ClusTR's cluster means: pool_clusters of the hard assignment, weighted and normalised."""
     torch.manual_seed(4)
     x, w = torch.randn(3, 20, 6), torch.rand(3, 20, 1) + 0.1
     assign = torch.randint(0, 5, (3, 20))
     assign[:, :4] = torch.arange(4)  # cluster 4 may be empty in some samples: its mean is 0
-    got = merge_clusters(x, assign, 5, w)
+    got = pool_clusters(assign, x, weight=w, num_clusters=5, normalize=True)
     for b in range(3):
         for m in range(5):
             sel = assign[b] == m
@@ -159,8 +160,16 @@ def test_clustered_attention_matches_naive_loops(B):
     torch.manual_seed(5)
     attn = ClusteredKVAttention(32, 2, sr_ratio=2).eval()
     x = torch.randn(B, 64, 32, requires_grad=True)
-    out, assigns = attn(x, (8, 8), return_clusters=True)
+    assert attn(x, (8, 8)) is not None and attn.last_assignment is None  # nothing kept by default
+    with recording_assignments([attn]):
+        out = attn(x, (8, 8))
+        assigns = attn.last_assignment
     assert [a.shape for a in assigns] == [(B, 64), (B, 64)] and int(assigns[1].max()) < 64
+    assert int(assigns[0].max()) == 64 // 4 - 1  # M0 = N // sr^2 = 16
+    for b in range(B):  # the kept assignment is the one the attention used
+        want = brute_dpc(x[b].detach(), [16, 64], k=attn.knn_k)
+        assert all(torch.equal(a[b], t) for a, t in zip(assigns, want))
+    assert attn.last_assignment is None and not attn.record_assignment
     torch.testing.assert_close(out, naive_clustered_attention(attn, x, (8, 8)), rtol=1e-4, atol=1e-5)
     out.sum().backward()
     # gradients reach the tokens and the token-weight layer through the cluster means
