@@ -84,3 +84,33 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert target.read_bytes() == b'old-complete-file'  # never half-written
     assert [p.name for p in tmp_path.iterdir()] == ['iter_5.pth']  # no temporary left behind
+
+
+def test_memory_monitor_peak_uses_the_benchmark_definition(tmp_path):
+    """``MemoryMonitorHook`` reads memory through clusterseg.utils.benchmark: its end sample's
+    ``main_peak_rss`` sees a transient 150 MiB allocation between the start and end samples
+    (gone by the end sample, so RSS alone would miss it)."""
+    import json
+    import logging
+    from types import SimpleNamespace
+
+    import numpy as np
+    from mmengine.logging import MessageHub
+    from mmengine.runner import IterBasedTrainLoop
+
+    from clusterseg.engine import MemoryMonitorHook
+    from clusterseg.utils import benchmark
+    loop = IterBasedTrainLoop.__new__(IterBasedTrainLoop)
+    runner = SimpleNamespace(train_loop=loop, max_iters=3, work_dir=str(tmp_path), iter=0,
+                             logger=logging.getLogger('test'),
+                             message_hub=MessageHub.get_instance('mem_peak_test'))
+    hook = MemoryMonitorHook(interval=10, warmup_iters=1)
+    for i in range(3):
+        runner.iter = i
+        if i == 1:
+            tmp = np.ones(150 * 2**20 // 8)  # touched: resident
+            del tmp
+        hook.after_train_iter(runner, i)
+    end = json.loads((tmp_path / 'memory.json').read_text())['end']
+    assert 140 < end['main_peak_rss'] < 220, end
+    assert abs(end['main_rss'] - benchmark.process_memory_mib()[0]) < 50
