@@ -5,14 +5,16 @@ matched to the K clusters by the same PQ-style Hungarian matching and trained wi
 losses (instance discrimination becomes class-level discrimination). Inference is
 ``einsum(softmax(class)[..., :-1], softmax_K(mask))``: a softmax over clusters, not a sigmoid.
 Runs inside mmseg's ``EncoderDecoder``; the fixed input size comes from
-``SegDataPreProcessor(size=S, test_cfg=dict(size=S))`` and is checked here.
+``SegDataPreProcessor(size=S, test_cfg=dict(size=S))`` and is checked here
+(:func:`~clusterseg.models.layers.kmax_size.check_fixed_size`, the rule the detector pads by).
+``cluster_maps`` (the cluster contract) is the panoptic head's.
 """
 import torch
 
 from clusterseg.registry import MODELS
 
 from ..dense_heads.kmax_head import KMaXPanopticHead
-from ..layers.kmeans_attn import kmax_align_corners, resize_like_kmax
+from ..layers.kmax_size import check_fixed_size, kmax_align_corners, resize_like_kmax
 
 
 @MODELS.register_module()
@@ -42,16 +44,13 @@ class KMaXSegHead(KMaXPanopticHead):
         self.align_corners = align_corners
 
     def _check_size(self, metas, shape):
+        """mmseg pads before the model (the data preprocessor), so the batch must be at the size."""
         if self.input_size is None:
             return
-        too_large = [tuple(m['img_shape'][:2]) for m in metas
-                     if m['img_shape'][0] > self.input_size[0] or m['img_shape'][1] > self.input_size[1]]
-        if too_large or tuple(shape) != self.input_size:
-            raise ValueError(
-                f'kMaX runs at the fixed input size {self.input_size} but got a padded batch of {tuple(shape)} '
-                f'(images larger than the size: {too_large}). Use SegDataPreProcessor(size={self.input_size}, '
-                f'test_cfg=dict(size={self.input_size})) and resize images to fit, e.g. '
-                f"dict(type='Resize', scale={self.input_size[::-1]}, keep_ratio=True).")
+        check_fixed_size(
+            self.input_size, shape, [m['img_shape'] for m in metas], exact=True,
+            hint=f'Use SegDataPreProcessor(size={self.input_size}, test_cfg=dict(size={self.input_size})) and '
+                 f"resize images to fit, e.g. dict(type='Resize', scale={self.input_size[::-1]}, keep_ratio=True).")
 
     def _seg_to_gt(self, data_sample):
         sem = data_sample.gt_sem_seg.data[0]  # (H, W)

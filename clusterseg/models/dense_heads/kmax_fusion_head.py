@@ -15,7 +15,7 @@ from mmengine.structures import InstanceData, PixelData
 
 from clusterseg.registry import MODELS
 
-from ..layers.kmeans_attn import kmax_align_corners
+from ..layers.kmax_size import kmax_align_corners
 
 
 @MODELS.register_module()

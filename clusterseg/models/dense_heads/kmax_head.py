@@ -17,7 +17,10 @@ from mmengine.model import BaseModule
 
 from clusterseg.registry import MODELS, TASK_UTILS
 
-from ..layers.kmeans_attn import KMaXTransformerDecoder, SemanticPredictor, kmax_align_corners, resize_like_kmax
+from ..layers.kmax_blocks import SemanticPredictor
+from ..layers.kmax_size import kmax_align_corners, resize_like_kmax
+from ..layers.kmeans_attn import KMaXTransformerDecoder
+from ..losses.kmax_loss import SEMANTIC_VOID
 
 
 @MODELS.register_module()
@@ -85,6 +88,16 @@ class KMaXPanopticHead(BaseModule):
         preds = out['aux'] + [out['final']]
         return [p['class_logits'] for p in preds], [p['mask_logits'] for p in preds]
 
+    @torch.no_grad()
+    def cluster_maps(self, x):
+        """The cluster contract (:mod:`clusterseg.models.layers.cluster`) for backbone features ``x``
+        (low stride first, as :meth:`forward` takes them) -> ``[('head', (B, h, w) long)]``: each
+        pixel's k-means cluster, the argmax over the K cluster centres of the final mask logits
+        (stride 4 of the input), i.e. the hard assignment a k-means step makes from them."""
+        multi_scale, final_feat = self.pixel_decoder(x)
+        final, _ = self.transformer_decoder(multi_scale, final_feat)
+        return [('head', final['mask_logits'].argmax(1))]  # (B, h, w)
+
     # ------------------------------------------------------------------ targets
     def _gt_masks_labels(self, data_sample):
         """-> (labels (M,), masks (M, h, w) bool) at the sample's (possibly padded) GT size."""
@@ -103,7 +116,8 @@ class KMaXPanopticHead(BaseModule):
                 to the top-left of the padded input.
             input_shape (tuple): padded input (H, W).
         Returns:
-            dict of target tensors (see :class:`KMaXLoss`) plus ``sem_gt`` (B, N), void = -1.
+            dict of target tensors (see :class:`KMaXLoss`), incl. ``sem_gt`` (B, N) with
+            ``SEMANTIC_VOID`` where void.
         """
         class_logits, mask_logits = final['class_logits'].detach(), final['mask_logits'].detach()
         B, K, h, w = mask_logits.shape
@@ -118,7 +132,7 @@ class KMaXPanopticHead(BaseModule):
                  matched_dice=torch.zeros(B, K, device=device),
                  matched_class_prob=torch.zeros(B, K, device=device),
                  inverse_area=torch.zeros(B, N, device=device),
-                 sem_gt=torch.full((B, N), -1, dtype=torch.long, device=device))
+                 sem_gt=torch.full((B, N), SEMANTIC_VOID, dtype=torch.long, device=device))
         for b, (labels, masks) in enumerate(batch_gt):
             # strided slicing (not nearest interpolation), then fit to the prediction's size
             masks = masks[:, ::stride, ::stride][:, :h, :w].float()
@@ -138,36 +152,21 @@ class KMaXPanopticHead(BaseModule):
             t['matched_dice'][b, query] = dice
             t['matched_class_prob'][b, query] = class_prob
             t['inverse_area'][b] = (masks * (N / masks.sum(1, keepdim=True))).sum(0)
-            t['sem_gt'][b] = torch.where(void, torch.full_like(t['sem_gt'][b], -1),
+            t['sem_gt'][b] = torch.where(void, torch.full_like(t['sem_gt'][b], SEMANTIC_VOID),
                                          labels[masks.argmax(0)])
         t['void'] = t['target_masks'].sum(1) < 0.5
         return t
 
     # ------------------------------------------------------------------ loss / predict
-    @staticmethod
-    def resize_aux(aux, size):
-        """One deep-supervision output resized to the final masks' ``size`` (h, w); align_corners
-        by the parity of the target *height*, as the reference's ``_set_aux_loss``."""
-        align_corners = kmax_align_corners(size[0])
-        return dict(class_logits=aux['class_logits'],
-                    mask_logits=resize_like_kmax(aux['mask_logits'], size, align_corners),
-                    pixel_feature=resize_like_kmax(aux['pixel_feature'], size, align_corners))
-
     def loss_by_outputs(self, outputs, batch_gt, input_shape):
-        final = outputs['final']
-        targets = self.get_targets(final, batch_gt, input_shape)
-        size = final['mask_logits'].shape[-2:]
-        index = self.criterion.sample(targets, self.criterion.insdis_sample_k, self.criterion.insdis_sample_temperature)
-        losses = {}
-        for i, aux in enumerate(outputs['aux']):
-            for k, v in self.criterion(self.resize_aux(aux, size), targets, index).items():
-                losses[f'd{i}.{k}'] = v
-        losses.update(self.criterion(final, targets, index))
-        if outputs['sem_logits'] is not None:
-            # at OS4 like the final masks (the reference strides the GT instead): a no-op resize
-            sem_logits = resize_like_kmax(outputs['sem_logits'], size, kmax_align_corners(size[0]))
-            losses['loss_aux_sem'] = self.criterion.semantic(sem_logits, targets['sem_gt'], targets, -1)
-        return losses
+        """Targets from the final output, then :class:`KMaXLoss` over every output.
+
+        Args:
+            outputs (dict): :meth:`forward_all`'s output.
+            batch_gt (list[tuple]): per image (labels (M,), masks (M, H_i, W_i) bool).
+            input_shape (tuple): padded input (H, W).
+        """
+        return self.criterion(outputs, self.get_targets(outputs['final'], batch_gt, input_shape))
 
     def loss(self, x, batch_data_samples):
         outputs = self.forward_all(x)

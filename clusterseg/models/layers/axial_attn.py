@@ -8,7 +8,7 @@ fixes the input size so that train and test see the same axis lengths.
 import torch
 import torch.nn as nn
 
-from .kmeans_attn import ConvBN, _norm
+from .kmax_blocks import ConvBN, kmax_norm
 
 
 class RelativePositionalEncoding(nn.Module):
@@ -56,8 +56,8 @@ class AxialAttention(nn.Module):
         self.query_rpe = RelativePositionalEncoding(key_channels // num_heads, max_span)
         self.key_rpe = RelativePositionalEncoding(key_channels // num_heads, max_span)
         self.value_rpe = RelativePositionalEncoding(value_channels // num_heads, max_span)
-        self.batch_norm_similarity = _norm(2, 3 * num_heads)
-        self.batch_norm_retrieved_output = _norm(1, 2 * value_channels)
+        self.batch_norm_similarity = kmax_norm(2, 3 * num_heads)
+        self.batch_norm_retrieved_output = kmax_norm(1, 2 * value_channels)
 
     def forward(self, x):
         B, _, L = x.shape

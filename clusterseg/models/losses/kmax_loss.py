@@ -7,15 +7,24 @@
 * Pixel-wise instance discrimination: contrastive loss between sampled pixel embeddings.
 * Auxiliary semantic CE on sampled pixels.
 
-Target layout (built by the head, see ``KMaXPanopticHead``): ``target_masks`` (B, K, N) with the
-matched GT masks in their clusters' slots, ``target_labels`` (B, K) with void (= C) for unmatched
-clusters, ``void`` (B, N) pixels covered by no GT mask.
+:class:`KMaXLoss` takes the head's outputs and targets and owns the whole loop: one pixel sample
+for instance discrimination shared by every output, the four terms for each deep-supervision output
+(resized to the final masks) and the final one, then the semantic term on its own sample.
+
+Target layout (built by the head, see ``KMaXPanopticHead.get_targets``): ``target_masks`` (B, K, N)
+with the matched GT masks in their clusters' slots, ``target_labels`` (B, K) with void (= C) for
+unmatched clusters, ``void`` (B, N) pixels covered by no GT mask, ``sem_gt`` (B, N) per-pixel
+labels with :data:`SEMANTIC_VOID` where void.
 """
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from clusterseg.registry import MODELS
+
+from ..layers.kmax_size import kmax_align_corners, resize_like_kmax
+
+SEMANTIC_VOID = -1  # ``sem_gt`` label of pixels no GT mask covers; the semantic term skips them
 
 
 def gumbel_topk(logits, k, generator=None):
@@ -87,6 +96,15 @@ def aux_semantic_loss(sem_logits, sem_gt, index, ignore_index):
     return (loss.sum(1) / valid.sum(1).clamp(min=1)).mean()
 
 
+def resize_prediction(pred, size):
+    """One deep-supervision output resized to the final masks' ``size`` (h, w); ``align_corners`` by
+    the parity of the target *height*, as the reference's ``_set_aux_loss``."""
+    align_corners = kmax_align_corners(size[0])
+    return dict(class_logits=pred['class_logits'],
+                mask_logits=resize_like_kmax(pred['mask_logits'], size, align_corners),
+                pixel_feature=resize_like_kmax(pred['pixel_feature'], size, align_corners))
+
+
 @MODELS.register_module()
 class KMaXLoss(nn.Module):
     """All kMaX loss terms with the paper's weights (3.0 / 3.0 / 0.3 / 1.0 / 1.0).
@@ -115,8 +133,43 @@ class KMaXLoss(nn.Module):
         self.aux_semantic_sample_k = aux_semantic_sample_k
         self.aux_semantic_sample_temperature = aux_semantic_sample_temperature
 
-    def sample(self, targets, k, temperature):
-        """Gumbel-top-k pixel sample favouring small masks; void pixels last. -> (B, S)."""
+    def forward(self, outputs, targets):
+        """All loss terms of one batch.
+
+        Args:
+            outputs (dict): the head's outputs (``KMaXPanopticHead.forward_all``): ``final`` and each
+                of ``aux`` (list) a prediction dict (``class_logits`` (B, K, C+1), ``mask_logits``
+                (B, K, h_i, w_i), ``pixel_feature`` (B, E, h_i, w_i)); ``sem_logits``
+                (B, C+1, h', w') or None. The final masks set the loss resolution (h, w); the other
+                outputs are resized to it.
+            targets (dict): see the module doc, at the final masks' resolution (N = h * w), plus
+                ``matched`` (B, K) bool, ``matched_dice`` (B, K), ``matched_class_prob`` (B, K),
+                ``inverse_area`` (B, N).
+        Returns:
+            dict: ``d{i}.loss_{cls,dice,mask,insdis}`` for the i-th aux output, ``loss_{cls,dice,
+            mask,insdis}`` for the final one and ``loss_aux_sem`` when ``sem_logits`` is given.
+        """
+        final = outputs['final']
+        size = tuple(final['mask_logits'].shape[-2:])
+        num_pixels = targets['void'].shape[1]
+        if size[0] * size[1] != num_pixels:
+            raise ValueError(f'KMaXLoss: the targets have {num_pixels} pixels per image but the final '
+                             f'mask logits are {size[0]}x{size[1]}; build the targets at their resolution')
+        # one pixel sample for instance discrimination, shared by every output
+        insdis_index = self._sample(targets, self.insdis_sample_k, self.insdis_sample_temperature)
+        losses = {}
+        for i, aux in enumerate(outputs.get('aux') or []):
+            for k, v in self.loss_single(resize_prediction(aux, size), targets, insdis_index).items():
+                losses[f'd{i}.{k}'] = v
+        losses.update(self.loss_single(final, targets, insdis_index))
+        if outputs.get('sem_logits') is not None:
+            # at the final masks' resolution (the reference strides the GT instead): a no-op resize at OS4
+            sem_logits = resize_like_kmax(outputs['sem_logits'], size, kmax_align_corners(size[0]))
+            losses['loss_aux_sem'] = self.loss_semantic(sem_logits, targets)
+        return losses
+
+    def _sample(self, targets, k, temperature):
+        """Gumbel-top-k pixel sample favouring small masks; void pixels last; k <= 0: all. -> (B, S)."""
         if k <= 0:
             n = targets['void'].shape[1]
             return torch.arange(n, device=targets['void'].device).expand(targets['void'].shape[0], -1)
@@ -124,16 +177,14 @@ class KMaXLoss(nn.Module):
         logits = logits.masked_fill(targets['void'], -99999.)
         return gumbel_topk(logits, k)
 
-    def forward(self, pred, targets, insdis_index=None):
-        """Loss terms of one output.
+    def loss_single(self, pred, targets, insdis_index):
+        """The four loss terms of one output.
 
         Args:
             pred (dict): ``class_logits`` (B, K, C+1), ``mask_logits`` (B, K, h, w),
                 ``pixel_feature`` (B, E, h, w) at the targets' resolution.
-            targets (dict): ``target_masks`` (B, K, N), ``target_labels`` (B, K), ``void`` (B, N),
-                ``matched`` (B, K) bool, ``matched_dice`` (B, K), ``matched_class_prob`` (B, K),
-                ``inverse_area`` (B, N).
-            insdis_index (Tensor | None): (B, S) pixels for instance discrimination (sampled if None).
+            targets (dict): see :meth:`forward`.
+            insdis_index (Tensor): (B, S) pixels for instance discrimination.
         Returns:
             dict: ``loss_cls``, ``loss_dice``, ``loss_mask``, ``loss_insdis`` (weighted).
         """
@@ -146,8 +197,6 @@ class KMaXLoss(nn.Module):
             class_w = torch.where(matched, targets['matched_dice'], void_share).clamp(min=self.no_object_weight)
             dice_w = torch.where(matched, targets['matched_class_prob'].clamp(min=self.no_object_weight),
                                  torch.zeros_like(void_share))
-        if insdis_index is None:
-            insdis_index = self.sample(targets, self.insdis_sample_k, self.insdis_sample_temperature)
         return dict(
             loss_cls=self.class_weight * pq_class_loss(pred['class_logits'], targets['target_labels'], class_w,
                                                        self.focal_alpha),
@@ -157,7 +206,9 @@ class KMaXLoss(nn.Module):
             loss_insdis=self.insdis_weight * instance_discrimination_loss(
                 pred['pixel_feature'].flatten(2), targets['target_masks'], insdis_index, self.insdis_temperature))
 
-    def semantic(self, sem_logits, sem_gt, targets, ignore_index):
-        """Weighted aux semantic loss. sem_logits (B, C+1, h, w), sem_gt (B, N) at the same resolution."""
-        index = self.sample(targets, self.aux_semantic_sample_k, self.aux_semantic_sample_temperature)
-        return self.aux_semantic_weight * aux_semantic_loss(sem_logits.flatten(2), sem_gt, index, ignore_index)
+    def loss_semantic(self, sem_logits, targets):
+        """Weighted aux semantic loss on its own pixel sample. sem_logits (B, C+1, h, w) at the
+        targets' resolution; ``targets['sem_gt']`` (B, N), :data:`SEMANTIC_VOID` skipped."""
+        index = self._sample(targets, self.aux_semantic_sample_k, self.aux_semantic_sample_temperature)
+        return self.aux_semantic_weight * aux_semantic_loss(sem_logits.flatten(2), targets['sem_gt'], index,
+                                                            SEMANTIC_VOID)

@@ -14,7 +14,8 @@ from clusterseg.registry import MODELS
 from ..layers.axial_attn import AxialAttention2D
 from ..layers.drop import DropPath
 from ..layers.embed import LayerNorm2d
-from ..layers.kmeans_attn import ConvBN, kmax_align_corners, resize_like_kmax
+from ..layers.kmax_blocks import ConvBN
+from ..layers.kmax_size import kmax_align_corners, resize_like_kmax
 
 
 class KMaXBlock(nn.Module):

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from clusterseg.models.dense_heads import KMaXFusionHead
-from clusterseg.models.dense_heads.kmax_head import KMaXPanopticHead
-from clusterseg.models.layers.kmeans_attn import SemanticPredictor
+from clusterseg.models.layers.kmax_blocks import SemanticPredictor
+from clusterseg.models.losses.kmax_loss import resize_prediction
 from clusterseg.models.pixel_decoders.kmax_pixel_decoder import ResizedFuse
 from mmdet.structures import DetDataSample
 
@@ -79,13 +79,13 @@ def test_deep_supervision_outputs_use_the_target_height():
     aux = dict(class_logits=torch.randn(1, 4, 3), mask_logits=torch.randn(1, 4, 3, 3),
                pixel_feature=torch.randn(1, 5, 3, 3))
     size = (9, 8)  # odd height, even width
-    out = KMaXPanopticHead.resize_aux(aux, size)
+    out = resize_prediction(aux, size)
     torch.testing.assert_close(out['mask_logits'], _up(aux['mask_logits'], size, True))
     torch.testing.assert_close(out['pixel_feature'], _up(aux['pixel_feature'], size, True))
     assert _differs(out['mask_logits'], _up(aux['mask_logits'], size, False))
     assert out['class_logits'] is aux['class_logits']
     size = (8, 9)  # even height, odd width: False
-    torch.testing.assert_close(KMaXPanopticHead.resize_aux(aux, size)['mask_logits'],
+    torch.testing.assert_close(resize_prediction(aux, size)['mask_logits'],
                                _up(aux['mask_logits'], size, False))
 
 

@@ -286,3 +286,36 @@ def test_detector_semantic_output(synthetic_root):
         out = model.predict(data['inputs'], data['data_samples'])[0]
     assert out.pred_sem_seg.sem_seg.shape[-2:] == tuple(out.ori_shape)
     assert int(out.pred_sem_seg.sem_seg.max()) < 9
+
+
+def test_cluster_maps_detector_pads_like_predict_and_crops_back(synthetic_root):
+    """The cluster contract on the whole detector: the image batch is padded to the fixed size by
+    the same rule as ``predict``, and the k-means map (argmax over the K centres of the final mask
+    logits) is cropped back to the batch passed in."""
+    from mmdet.structures import DetDataSample
+    model, cfg = build_model(PAN_SYN)
+    model.eval()
+    _, data = _panoptic_batch(model, cfg, synthetic_root, 'val', n=1)
+    x = data['inputs'][..., :96, :]  # smaller than the fixed 128x128
+    (name, index), = model.cluster_maps(x)
+    assert name == 'head' and index.dtype == torch.long and index.shape == (1, 24, 32)
+    with torch.no_grad():
+        _, mask_logits = model._forward(x, [DetDataSample(metainfo=dict(img_shape=(96, 128)))])
+    assert mask_logits[-1].shape[-2:] == (32, 32)  # forward itself is unchanged: padded, uncropped
+    assert torch.equal(index, mask_logits[-1].argmax(1)[:, :24, :32])
+    assert 0 <= index.min() and index.max() < model.panoptic_head.num_queries
+    with pytest.raises(ValueError, match='fixed input size 128x128 but got a batch of 128x160'):
+        model.cluster_maps(torch.zeros(1, 3, 128, 160))
+
+
+def test_cluster_maps_semantic_head_is_the_final_assignment(synthetic_root):
+    model, cfg = build_model(SEG_SYN)
+    model.eval()
+    x = torch.randn(2, 3, 128, 128, generator=torch.Generator().manual_seed(0))
+    feats = model.extract_feat(x)
+    (name, index), = model.decode_head.cluster_maps(feats)
+    with torch.no_grad():
+        mask_logits = model.decode_head.forward_all(feats)['final']['mask_logits']  # (B, K, 32, 32)
+    assert name == 'head' and index.dtype == torch.long and index.shape == (2, 32, 32)
+    assert torch.equal(index, mask_logits.argmax(1))
+    assert len(index.unique()) > 1  # distinct clusters: not an all-zeros map

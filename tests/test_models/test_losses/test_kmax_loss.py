@@ -132,7 +132,7 @@ def test_kmax_loss_dynamic_weights_and_scale():
                    matched=torch.tensor([[True, False, True]]), matched_dice=torch.tensor([[0.4, 0., 0.7]]),
                    matched_class_prob=torch.tensor([[0.3, 0., 0.9]]), inverse_area=torch.ones(B, 4))
     loss = KMaXLoss()
-    out = loss(pred, targets, insdis_index=torch.tensor([[0, 1, 2, 3]]))
+    out = loss.loss_single(pred, targets, torch.tensor([[0, 1, 2, 3]]))
     prob = pred['mask_logits'].flatten(2).softmax(1)
     void_share = (prob[0, 1] * void[0]).sum() / prob[0, 1].sum()
     cls_w = torch.tensor([[0.4, void_share.item(), 0.7]])
@@ -248,3 +248,13 @@ def test_head_loss_is_the_reference_loop_bit_for_bit(loss_cfg):
     torch.manual_seed(7)
     got = head.loss_by_outputs(dict(outputs, sem_logits=None), batch_gt, shape)
     assert 'loss_aux_sem' not in got and all(torch.equal(got[k], ref[k]) for k in got)
+
+
+def test_kmax_loss_refuses_targets_at_another_resolution():
+    head = _tiny_head()
+    feats, batch_gt, shape = _tiny_batch()
+    outputs = head.forward_all(feats)
+    targets = head.get_targets(outputs['final'], batch_gt, shape)
+    small = dict(outputs['final'], mask_logits=outputs['final']['mask_logits'][..., :5, :5])
+    with pytest.raises(ValueError, match='110 pixels per image but the final mask logits are 5x5'):
+        head.criterion(dict(final=small, aux=[], sem_logits=None), targets)
