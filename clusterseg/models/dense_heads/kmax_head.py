@@ -8,7 +8,9 @@ output at the padded input size; :class:`KMaXFusionHead` turns those into panopt
 results.
 
 Matching is done once per image on the final output (PQ-style similarity, :class:`KMaXHungarianAssigner`)
-and reused for the six per-layer outputs; ground truth is subsampled by strided slicing.
+and reused for the six per-layer outputs; ground truth is subsampled by strided slicing. The head
+builds the targets; :class:`KMaXLoss` takes ``(outputs, targets)`` and owns the loop over the
+outputs, the pixel sampling and the semantic term. ``cluster_maps`` is the cluster contract.
 """
 import torch
 import torch.nn.functional as F
