@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from clusterseg.models.layers.axial_attn import AxialAttention, AxialAttention2D, RelativePositionalEncoding
 from clusterseg.models.layers.kmeans_attn import (ClusterSelfAttention, KMaXPredictor, KMaXTransformerDecoder,
                                                   KMaXTransformerLayer, kmeans_assignment,
-                                                  kmeans_cross_attention)
+                                                  kmeans_cross_attention, kmeans_update)
 
 
 def naive_kmeans(mask_logits, values):
@@ -48,6 +48,21 @@ def test_kmeans_cross_attention_matches_naive_loop(K, H, W):
     out = kmeans_cross_attention(logits, values)
     assert out.shape == (2, 5, K)
     torch.testing.assert_close(out.double(), naive_kmeans(logits, values), rtol=1e-5, atol=1e-5)
+
+
+def test_kmeans_update_is_the_shared_pool_in_fp32_under_autocast():
+    """The centre update is ``pool_clusters`` (the one pooling primitive) in the (B, C, K) layout,
+    summed in fp32 even where autocast would run a matmul in bf16: centres sum up to N values."""
+    from clusterseg.models.layers.cluster import pool_clusters
+    gen = torch.Generator().manual_seed(0)
+    logits, values = torch.randn(2, 6, 64, generator=gen), torch.randn(2, 5, 64, generator=gen) * 100
+    a = kmeans_assignment(logits)
+    ref = pool_clusters(a, values.transpose(1, 2)).transpose(1, 2)  # (B, C, K)
+    assert torch.equal(kmeans_update(a, values), ref)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = kmeans_update(a, values)
+        assert torch.matmul(a, values.transpose(1, 2)).dtype == torch.bfloat16  # autocast is on
+    assert out.dtype == torch.float32 and torch.equal(out, ref)
 
 
 def test_kmeans_assignment_is_hard_and_detached():
