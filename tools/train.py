@@ -13,21 +13,13 @@ Example:
     bash tools/dist_train.sh CONFIG 8            # 8 GPUs (or 8 CPU processes over gloo)
 """
 import argparse
-import os
 import os.path as osp
 import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
 
-import clusterseg  # noqa: E402,F401  (version check + safe checkpoint loading)
-from clusterseg.engine import (adapt_to_device, check_data_roots, enable_amp,  # noqa: E402
-                               enable_auto_scale_lr, explain_unknown_type, scope_of,
-                               add_distributed_loss_mean, add_input_checks,
-                               explain_bad_config_key,
-                               set_trust_checkpoints, set_work_dir, setup_cpu_distributed, teardown_distributed)
-from clusterseg.engine.validate import (align_evaluators, build_runner,  # noqa: E402
-                                        check_cfg_options, validate_run)
-from mmengine.config import Config, DictAction  # noqa: E402
+from clusterseg.engine import install, prepare_config, run  # noqa: E402
+from mmengine.config import DictAction  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -51,58 +43,13 @@ def parse_args(argv=None):
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
                         help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
-
-
-def build_cfg(args):
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        check_cfg_options(cfg, args.cfg_options)  # a misspelt top-level key is not ignored
-        cfg.merge_from_dict(args.cfg_options)
-    scope_of(cfg)
-    set_work_dir(cfg, args.work_dir, args.config)
-    set_trust_checkpoints(args.trust_checkpoint)
-    if args.amp:
-        enable_amp(cfg)
-    if args.auto_scale_lr:
-        enable_auto_scale_lr(cfg)
-    if args.no_validate:
-        cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
-    if args.resume == 'auto':
-        cfg.resume, cfg.load_from = True, None
-    elif args.resume is not None:
-        cfg.resume, cfg.load_from = True, args.resume
-    adapt_to_device(cfg)
-    check_data_roots(cfg, ('train_dataloader', 'val_dataloader'))
-    align_evaluators(cfg, args.cfg_options)  # metrics read the evaluated dataset's annotations
-    validate_run(cfg, 'train')  # hooks, loops, optimizer, schedulers, types, num_classes
-    add_input_checks(cfg)  # name the file of a corrupt image / bad label; empty datasets
-    add_distributed_loss_mean(cfg)  # log the global batch's loss in multi-process runs
-    return cfg
+    return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = build_cfg(args)
-    setup_cpu_distributed(cfg)
-    try:
-        runner = build_runner(cfg)  # the config it saves runs in every tool and inferencer
-        runner.train()
-        teardown_distributed()
-    except KeyError as e:
-        better = explain_unknown_type(e)
-        if better is None:
-            raise
-        raise better from e
-    except TypeError as e:
-        better = explain_bad_config_key(e)
-        if better is None:
-            raise
-        raise better from e
+    install()  # clusterseg's runtime safety (clusterseg/engine/patches.py) before any file is read
+    run(prepare_config(args, 'train'), 'train')
 
 
 if __name__ == '__main__':

@@ -75,10 +75,11 @@ def init_inferencer(config: ConfigType, checkpoint: Union[None, bool, str] = Non
             does not load keeps its random initial values); None: ``CLUSTERSEG_ALLOW_PARTIAL_LOAD=1``.
             Otherwise such a checkpoint raises :class:`clusterseg.utils.CheckpointMismatchError`.
     """
-    import clusterseg  # noqa: F401  (safe checkpoint loading, registries)
     from clusterseg.apis.model_zoo import get_model_info, is_model_name
-    from clusterseg.engine.runner_setup import strip_input_checks
+    from clusterseg.engine.errors import strip_input_checks
+    from clusterseg.engine.patches import install
     from clusterseg.utils.state_dict import load_policy
+    install()  # safe checkpoint loading, strict loads, model names in the stock inferencers
     # without the tools' checking transforms (clusterseg.LoadImageFromFile, ...): the stock
     # inferencers find the test pipeline's image loader by its stock name
     cfg = strip_input_checks(copy.deepcopy(_as_config(config)))
@@ -98,8 +99,8 @@ def init_inferencer(config: ConfigType, checkpoint: Union[None, bool, str] = Non
 
 
 def _build_inferencer(task, model, checkpoint, device):
-    """``model``: a Config, or a model name (the stock inferencers take those once clusterseg is
-    imported: :func:`clusterseg.apis.model_zoo.install_named_models`)."""
+    """``model``: a Config, or a model name (the stock inferencers take those once
+    :func:`clusterseg.engine.patches.install` ran, as :func:`init_inferencer` does)."""
     if task == 'seg':
         from mmseg.apis import MMSegInferencer
         return MMSegInferencer(model, checkpoint, device=device)

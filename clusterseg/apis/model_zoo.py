@@ -19,9 +19,10 @@ The load is strict: missing, unexpected or mis-shaped keys raise
 entries of the config (the ImageNet backbone weights a training run starts from) are dropped
 before building, so building never downloads.
 
-:func:`install_named_models` (run by ``import clusterseg``) lets the stock inferencers take a
-name: ``MMSegInferencer(NAME)``, ``DetInferencer(NAME)`` and mmpretrain's inferencers resolve it
-here and receive the model :func:`get_model` builds.
+:func:`clusterseg.engine.patches.install` (run by :func:`get_model`, the other
+``clusterseg.apis`` entry points and the tools) lets the stock inferencers take a name:
+``MMSegInferencer(NAME)``, ``DetInferencer(NAME)`` and mmpretrain's inferencers resolve it here
+(:func:`resolve_name`) and receive the model :func:`get_model` builds.
 """
 import contextlib
 import contextvars
@@ -404,6 +405,8 @@ def get_model(model: Union[str, 'Config'], pretrained: Union[None, bool, str] = 
     from mmengine.registry import DefaultScope, init_default_scope
 
     import clusterseg.models  # noqa: F401  (registers the modules)
+    from clusterseg.engine.patches import install
+    install()  # safe checkpoint loading (every scheme), strict loads; the inferencers take names
     cfg, info = _load_config(model, kwargs)
     shown = info.name if info is not None else (model if isinstance(model, str) else 'the config')
     if pretrained is True:
@@ -474,57 +477,7 @@ def resolve_name(name: str, scope: Optional[str], weights):
     return info, weights
 
 
-def install_named_models():
-    """Let the stock inferencers take a model name of ``model-index.yml`` (idempotent):
-    ``MMSegInferencer`` / ``DetInferencer`` (``weights`` None: the published ones) and
-    mmpretrain's inferencers (``pretrained`` True: the published ones) receive the model
-    :func:`get_model` builds (official layouts converted, strict load) and its config."""
-    from mmengine.device import get_device
-    from mmengine.infer import BaseInferencer
-    if getattr(BaseInferencer.__init__, '_clusterseg_names', False):
-        return
-    engine_init = BaseInferencer.__init__
-    engine_init_model = BaseInferencer._init_model
-
-    def __init__(self, model=None, weights=None, device=None, scope=None, *args, **kwargs):
-        if not is_model_name(model):
-            return engine_init(self, model, weights, device, scope, *args, **kwargs)
-        info, weights = resolve_name(model, scope, weights)
-        device = device or get_device()
-        token = _PREBUILT.set(get_model(info.name, pretrained=weights, device=device))
-        try:
-            return engine_init(self, info.config, None, device, scope, *args, **kwargs)
-        finally:
-            _PREBUILT.reset(token)
-
-    def _init_model(self, cfg, weights, device='cpu'):
-        built = _PREBUILT.get()
-        if built is None:
-            return engine_init_model(self, cfg, weights, device)
-        _PREBUILT.set(None)  # only the model of this inferencer
-        return built
-
-    __init__._clusterseg_names = True
-    BaseInferencer.__init__ = __init__
-    BaseInferencer._init_model = _init_model
-
-    try:
-        from mmpretrain.apis.base import BaseInferencer as PretrainInferencer
-    except ImportError:  # mmpretrain is optional
-        return
-    pretrain_init = PretrainInferencer.__init__
-
-    def pretrain_init_named(self, model, pretrained=True, device=None, *args, **kwargs):
-        if is_model_name(model):
-            info, weights = resolve_name(model, 'mmpretrain', pretrained)
-            model = get_model(info.name, pretrained=weights, device=device or get_device())
-            pretrained = False
-        return pretrain_init(self, model, pretrained, device, *args, **kwargs)
-
-    PretrainInferencer.__init__ = pretrain_init_named
-
-
 __all__ = ['ModelInfo', 'UnknownModelError', 'WeightsDownloadError', 'model_index', 'list_models',
            'get_model_info', 'is_model_name', 'get_model', 'load_weights', 'read_checkpoint',
            'convert_to_clusterseg', 'drop_pretrained_init', 'skip_random_init',
-           'install_named_models', 'resolve_name', 'model_info_of_config']
+           'resolve_name', 'model_info_of_config']

@@ -8,7 +8,7 @@ broken then trains on almost nothing (``loss_bbox 0.0``) and nobody is told. And
 the images were there but filtered out.
 
 :func:`install_coco_checks` (called by ``tools/train.py`` and ``tools/test.py`` through
-:func:`~clusterseg.engine.runner_setup.add_input_checks`) makes every ``CocoDataset`` (not the
+:func:`~clusterseg.engine.errors.add_input_checks`) makes every ``CocoDataset`` (not the
 panoptic one, whose loader checks its segments itself) count those annotations per kind while
 it loads its json, and log the counts with the first annotation ids. With strict annotations
 (config key ``strict_annotations = True``, ``--cfg-options strict_annotations=True`` or
@@ -183,7 +183,7 @@ def _explained_filter(orig):
     def filter_data(self):
         import logging
 
-        from clusterseg.engine.hooks import EmptyDatasetError
+        from clusterseg.engine.errors import EmptyDatasetError
         before = list(self.data_list)
         out = orig(self)
         if self.test_mode or not self.filter_cfg or len(out) == len(before):

@@ -13,11 +13,7 @@ never):
   schedulers, metrics and model modules are checked against the class that will receive them
   (unknown keys with a suggestion, value types against the documented types), and the heads'
   ``num_classes`` against the dataset's classes.
-* :func:`build_runner`: builds the runner and saves the config *without* the checking
-  transforms (:func:`~clusterseg.engine.runner_setup.strip_input_checks`), so the config in the
-  work dir runs in every tool, demo and inferencer.
 """
-import copy
 import difflib
 import inspect
 import os.path as osp
@@ -26,7 +22,7 @@ import typing
 
 from mmengine.config import Config
 
-from .runner_setup import ConfigKeyError, strip_input_checks
+from .errors import ConfigKeyError
 
 
 class ConfigValueError(ValueError):
@@ -651,29 +647,3 @@ def validate_run(cfg, mode='train'):
         loaders = ('test_dataloader', )
     _check_loaders_and_metrics(cfg, scope, loaders)
     check_num_classes(cfg, loaders[0])
-
-
-def build_runner(cfg):
-    """Build the runner of ``cfg`` and save the config it runs without the checking transforms.
-
-    mmengine's runner writes its config into the work dir; with ``clusterseg.LoadImageFromFile``
-    and the other checking transforms in the pipelines that file would not run in the stock
-    inferencers (they look for ``LoadImageFromFile`` by name). The file (and the copy the local
-    visualization backend keeps, and the config text in checkpoints) is therefore the config
-    before :func:`~clusterseg.engine.runner_setup.add_input_checks`: ``tools/train.py`` and
-    ``tools/test.py`` put the checks back in when they run it.
-    """
-    from mmengine.dist import is_main_process
-    from mmengine.registry import RUNNERS
-    from mmengine.runner import Runner
-    from mmengine.visualization import LocalVisBackend
-    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
-    saved = copy.deepcopy(cfg if isinstance(cfg, Config) else Config(cfg))
-    strip_input_checks(saved)
-    runner.cfg = saved
-    runner.dump_config()  # rank 0 only
-    if is_main_process():  # (not Visualizer.add_config: a wandb backend refuses changed values)
-        for backend in getattr(runner.visualizer, '_vis_backends', {}).values():
-            if isinstance(backend, LocalVisBackend):
-                backend.add_config(saved)
-    return runner

@@ -11,8 +11,9 @@ mmdet / mmseg checkpoints contain. ``getattr`` appears in those pickles only as
 statistics methods), so instead of allowlisting ``getattr`` itself we allowlist a restricted
 version that only resolves public methods of ``HistoryBuffer``.
 
-Installing the allowlist with :func:`torch.serialization.add_safe_globals` makes it apply to every
-``torch.load`` call with weights_only (mmengine's ``--resume``, ``load_from``, ``init_cfg``
+Installed with :func:`torch.serialization.add_safe_globals` (by
+:func:`clusterseg.engine.patches.install`), the allowlist applies to every ``torch.load`` call with
+weights_only (mmengine's ``--resume``, ``load_from``, ``init_cfg``
 ``Pretrained``, the inferencers, our converters). Every checkpoint scheme mmengine registers
 (local paths, ``http(s)://``, ``torchvision://`` / ``modelzoo://``, ``open-mmlab://`` /
 ``openmmlab://``, ``mmcls://``, ``pavi://``, ``s3://`` / ``petrel://``) is replaced by a loader
@@ -29,10 +30,16 @@ with weights only is :class:`NotResumableCheckpointError`.
 A checkpoint can also carry a Python config *as text*, which mmengine would execute: an
 inferencer given only ``weights`` runs ``Config.fromstring(checkpoint's cfg)``, and
 ``Runner.resume`` runs ``Config.fromstring(checkpoint['meta']['config'])`` (a legacy key, only
-read for a GPU-count warning). :func:`install_safe_globals` closes both, so config files are
-only executed from the paths the user passed (and the ``_base_`` files those name): the
+read for a GPU-count warning). :func:`clusterseg.engine.patches.install` closes both, so config
+files are only executed from the paths the user passed (and the ``_base_`` files those name): the
 inferencers refuse a checkpoint without a config (:class:`UnsafeConfigError`), and resuming
 drops ``meta['config']`` unread, with a warning.
+
+This module changes nothing in torch or mmengine by itself: :func:`safe_torch_load` and
+:func:`safe_pickle_load` apply the allowlist to their own load only, and
+:func:`clusterseg.engine.patches.install` (run by the tools, the ``clusterseg.apis`` entry points
+and the default runtime configs) installs the allowlist, the scheme loaders and the guards into
+mmengine.
 """
 import contextlib
 import contextvars
@@ -46,8 +53,6 @@ import numpy as np
 import torch
 
 TRUST_ENV = 'CLUSTERSEG_TRUST_CHECKPOINTS'
-
-_INSTALLED = False
 
 
 class UnsafeCheckpointError(pickle.UnpicklingError):
@@ -135,12 +140,12 @@ def safe_torch_load(f, map_location=None, name=None, _load=None):
         CheckpointFileError: the file is empty, truncated or not a checkpoint at all; the
             message names the file and the problem (no opt-in helps there).
     """
-    install_safe_globals()
     load = _load or torch.load
     name = name or (str(f) if isinstance(f, (str, os.PathLike)) else repr(f))
     trusted = trust_all_checkpoints()
     try:
-        return load(f, map_location=map_location, weights_only=not trusted)
+        with _allowlisted():
+            return load(f, map_location=map_location, weights_only=not trusted)
     except OSError:
         raise  # missing file, a directory, no permission: the OS error names the path
     except Exception as e:
@@ -154,6 +159,20 @@ def safe_torch_load(f, map_location=None, name=None, _load=None):
             f'allowlist of checkpoint contents ({detail}). Loading it would run code from the file. '
             f'If you trust this file, set {TRUST_ENV}=1 (or pass --trust-checkpoint to '
             'tools/train.py / tools/test.py) to load it with weights_only=False.') from e
+
+
+@contextlib.contextmanager
+def _allowlisted():
+    """The allowlist in torch's ``weights_only`` globals for the duration, where
+    :func:`clusterseg.engine.patches.install` has not put it there for good (only the entries
+    added here are removed again)."""
+    present = set(torch.serialization.get_safe_globals())
+    missing = [entry for entry in checkpoint_allowlist() if entry not in present]
+    if not missing:
+        yield
+        return
+    with torch.serialization.safe_globals(missing):
+        yield
 
 
 # the lines of torch's weights_only refusal that name a type / function outside the allowlist
@@ -424,7 +443,23 @@ _RESUMING = contextvars.ContextVar('clusterseg_resuming', default=None)
 
 
 @contextlib.contextmanager
-def _torch_load_through_allowlist():
+def resuming(filename):
+    """Mark ``filename`` as the file ``Runner.resume`` reads for the duration (see
+    :func:`resuming_from`)."""
+    token = _RESUMING.set(filename)
+    try:
+        yield
+    finally:
+        _RESUMING.reset(token)
+
+
+def resuming_from():
+    """The checkpoint ``Runner.resume`` is reading in this context, or None."""
+    return _RESUMING.get()
+
+
+@contextlib.contextmanager
+def torch_load_through_allowlist():
     """Point ``torch.load`` at :func:`safe_torch_load` for the duration (a loader we did not write
     may pass ``weights_only=False``; the opt-in still applies)."""
     original = torch.load
@@ -459,86 +494,3 @@ def check_resumable(checkpoint, filename):
         f'load_from instead (tools/train.py CONFIG --cfg-options load_from={filename}); to '
         'resume, pass a checkpoint a training run saved (WORK_DIR/epoch_N.pth or iter_N.pth), '
         'or --resume without a value for the latest one in the work dir.')
-
-
-def _guard_checkpoint_loader():
-    """Every load goes through the allowlist; a file read for ``Runner.resume`` must be a
-    training checkpoint (checked before any weights are loaded into the model)."""
-    from mmengine.runner import Runner
-    from mmengine.runner.checkpoint import CheckpointLoader
-
-    for prefixes, loader in SAFE_SCHEMES.items():
-        CheckpointLoader.register_scheme(prefixes=prefixes, loader=loader, force=True)
-
-    load_checkpoint = CheckpointLoader.load_checkpoint.__func__
-
-    def checked_load_checkpoint(cls, filename, map_location=None, logger='current'):
-        loader = cls._get_checkpoint_loader(filename)
-        if getattr(loader, '_clusterseg_safe', False):
-            checkpoint = load_checkpoint(cls, filename, map_location, logger)
-        else:  # a scheme registered by other code: its torch.load calls go through the allowlist
-            with _torch_load_through_allowlist():
-                checkpoint = load_checkpoint(cls, filename, map_location, logger)
-        if _RESUMING.get() is not None and _RESUMING.get() == filename:
-            check_resumable(checkpoint, filename)
-        return checkpoint
-
-    CheckpointLoader.load_checkpoint = classmethod(checked_load_checkpoint)
-
-    resume = Runner.resume
-
-    def checked_resume(self, filename, *args, **kwargs):
-        token = _RESUMING.set(filename)
-        try:
-            return resume(self, filename, *args, **kwargs)
-        finally:
-            _RESUMING.reset(token)
-
-    Runner.resume = checked_resume
-
-
-def _guard_checkpoint_configs():
-    """Never execute a config that a checkpoint carries (see the module docstring)."""
-    import warnings
-
-    from mmengine.infer import BaseInferencer
-    from mmengine.runner import Runner
-
-    init_model = BaseInferencer._init_model
-
-    def _init_model(self, cfg, weights, device='cpu'):
-        if not cfg and weights is not None and not trust_all_checkpoints():
-            raise UnsafeConfigError(
-                f'{type(self).__name__} got the checkpoint {weights!r} but no config: mmengine '
-                'would execute the Python config stored inside the checkpoint, i.e. run code '
-                'from the checkpoint file. Pass the config file as `model=CONFIG_PATH` (config '
-                'files are only executed from paths you pass). If you trust this checkpoint, '
-                f'set {TRUST_ENV}=1.')
-        return init_model(self, cfg, weights, device)
-
-    load_checkpoint = Runner.load_checkpoint
-
-    def runner_load_checkpoint(self, filename, *args, **kwargs):
-        checkpoint = load_checkpoint(self, filename, *args, **kwargs)
-        meta = checkpoint.get('meta') if isinstance(checkpoint, dict) else None
-        if isinstance(meta, dict) and 'config' in meta and not trust_all_checkpoints():
-            meta.pop('config')
-            warnings.warn(f'checkpoint {filename}: ignored the Python config text in '
-                          "meta['config'] (executing it would run code from the checkpoint; "
-                          f'set {TRUST_ENV}=1 to let mmengine read it)')
-        return checkpoint
-
-    BaseInferencer._init_model = _init_model
-    Runner.load_checkpoint = runner_load_checkpoint
-
-
-def install_safe_globals():
-    """Install the allowlist, the safe loaders of every checkpoint scheme, the resume check and
-    the guards against configs stored in checkpoints (idempotent)."""
-    global _INSTALLED
-    if _INSTALLED:
-        return
-    _INSTALLED = True
-    torch.serialization.add_safe_globals(checkpoint_allowlist())
-    _guard_checkpoint_loader()
-    _guard_checkpoint_configs()

@@ -2,8 +2,9 @@
 
 A whole checkpoint loaded into a model for testing or inference must fit it (no missing,
 unexpected or mis-shaped keys) unless a partial load is allowed; one loaded for training
-(``load_from``) reports the fraction that loaded and must load something (:func:`load_policy`,
-installed into mmengine by :func:`install_load_checks`).
+(``load_from``) reports the fraction that loaded and must load something (:func:`load_policy`;
+:func:`clusterseg.engine.patches.install` applies it to mmengine's runner and inferencer loads
+through :func:`load_with_policy`).
 """
 import contextlib
 import contextvars
@@ -172,7 +173,8 @@ def partial_load_allowed(allow_partial=None):
     return os.environ.get(PARTIAL_ENV, '') == '1'
 
 
-def _unwrap(module):
+def unwrap_model(module):
+    """The model inside model wrappers (DDP) and test-time-augmentation models."""
     from mmengine.model import BaseTTAModel, is_model_wrapper
     while is_model_wrapper(module) or isinstance(module, BaseTTAModel):
         module = module.module
@@ -223,7 +225,7 @@ def _load_with_report(module, state_dict):
             report.mismatched.append(f'{m.group(1)}: checkpoint {ckpt_shape} vs model {model_shape}')
         else:
             report.errors.append(str(err).strip())
-    own = {k: v for k, v in _unwrap(module).state_dict().items() if 'num_batches_tracked' not in k}
+    own = {k: v for k, v in unwrap_model(module).state_dict().items() if 'num_batches_tracked' not in k}
     report.total, report.total_numel = len(own), sum(v.numel() for v in own.values())
     loaded = [v for k, v in own.items() if k not in bad]
     report.loaded, report.loaded_numel = len(loaded), sum(v.numel() for v in loaded)
@@ -240,7 +242,7 @@ def _apply(policy, report, module, strict):
 
     from mmengine.logging import print_log
     name = policy.name or 'the checkpoint'
-    model = type(_unwrap(module)).__name__
+    model = type(unwrap_model(module)).__name__
     if policy.mode == 'eval':
         if report.complete:
             return
@@ -274,79 +276,18 @@ def _apply(policy, report, module, strict):
                   f'initial values.\n{report.details()}', logger='current', level=logging.WARNING)
 
 
-def install_load_checks():
-    """Apply :func:`load_policy` to mmengine's whole-model loads (idempotent):
+def load_with_policy(module, state_dict, strict=False):
+    """Load ``state_dict`` into ``module`` under the :func:`load_policy` of this context.
 
-    * ``Runner.test`` / ``Runner.val`` load ``load_from`` in ``'eval'`` mode (strict);
-      ``Runner.train`` (``load_from``, resume) in ``'train'`` mode;
-    * the mmengine inferencers (``MMSegInferencer``, ``DetInferencer``) and mmpretrain's
-      inferencers load their weights in ``'eval'`` mode.
-
-    Outside these (``init_cfg`` ``Pretrained``, a direct ``load_checkpoint(model, ...)``), loads
-    behave as in mmengine (a warning listing what did not fit).
+    Returns:
+        bool: True when the policy applied (the load ran, and raised or logged as the policy
+        says); False when no policy applies to this load (none set, already applied to an
+        earlier load in the context, or one for another module): nothing was loaded.
     """
-    import mmengine.runner.checkpoint as ckpt_module
-    if getattr(ckpt_module.load_state_dict, '_clusterseg_checked', False):
-        return
-    from mmengine.infer import BaseInferencer
-    from mmengine.runner import Runner
-
-    mmengine_load_state_dict = ckpt_module.load_state_dict
-
-    def load_state_dict(module, state_dict, strict=False, logger=None):
-        policy = _POLICY.get()
-        if policy is None or policy.applied or (
-                policy.target is not None and _unwrap(module) is not policy.target):
-            return mmengine_load_state_dict(module, state_dict, strict, logger)
-        policy.applied = True
-        _apply(policy, _load_with_report(module, state_dict), module, strict)
-
-    load_state_dict._clusterseg_checked = True
-    ckpt_module.load_state_dict = load_state_dict  # _load_checkpoint_to_model's global
-
-    mode_var = contextvars.ContextVar('clusterseg_runner_mode', default='train')
-
-    def in_mode(method, mode):
-        def wrapped(self, *args, **kwargs):
-            token = mode_var.set(mode)
-            try:
-                return method(self, *args, **kwargs)
-            finally:
-                mode_var.reset(token)
-        wrapped.__name__, wrapped.__doc__ = method.__name__, method.__doc__
-        return wrapped
-
-    Runner.train = in_mode(Runner.train, 'train')
-    Runner.val = in_mode(Runner.val, 'eval')
-    Runner.test = in_mode(Runner.test, 'eval')
-
-    runner_load_checkpoint = Runner.load_checkpoint
-
-    def load_checkpoint(self, filename, *args, **kwargs):
-        from clusterseg.utils.checkpoint import _RESUMING
-        what = 'resume' if _RESUMING.get() == filename else 'load_from'
-        with load_policy(mode_var.get(), name=filename, target=_unwrap(self.model), what=what):
-            return runner_load_checkpoint(self, filename, *args, **kwargs)
-
-    Runner.load_checkpoint = load_checkpoint
-
-    init_model = BaseInferencer._init_model
-
-    def _init_model(self, cfg, weights, device='cpu'):
-        with load_policy('eval', name=weights):
-            return init_model(self, cfg, weights, device)
-
-    BaseInferencer._init_model = _init_model
-
-    try:
-        from mmpretrain.apis.base import BaseInferencer as PretrainInferencer
-    except ImportError:  # mmpretrain is optional
-        return
-    pretrain_init = PretrainInferencer.__init__
-
-    def __init__(self, model, pretrained=True, *args, **kwargs):
-        name = pretrained if isinstance(pretrained, str) else None
-        with load_policy('eval', name=name):
-            pretrain_init(self, model, pretrained, *args, **kwargs)
-
-    PretrainInferencer.__init__ = __init__
+    policy = _POLICY.get()
+    if policy is None or policy.applied or (
+            policy.target is not None and unwrap_model(module) is not policy.target):
+        return False
+    policy.applied = True
+    _apply(policy, _load_with_report(module, state_dict), module, strict)
+    return True

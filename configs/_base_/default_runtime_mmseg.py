@@ -13,5 +13,11 @@ load_from = None
 resume = False
 randomness = dict(seed=0)
 tta_model = dict(type='SegTTAModel')
-# stop with the iteration and the loss name when a loss becomes NaN/inf (last good checkpoint kept)
-custom_hooks = [dict(type='clusterseg.NonFiniteLossHook')]
+# clusterseg's runtime safety (clusterseg/engine/patches.py: weights_only allowlist for every
+# checkpoint scheme, strict test/inference loads, atomic checkpoint writes, empty-dataset errors):
+# reading this config installs it (also for the stock inferencers, which build no hooks), and
+# building a runner from it does too (RuntimeSafetyHook: also where custom_imports is replaced)
+custom_imports = dict(imports=['clusterseg.engine.install_patches'], allow_failed_imports=False)
+# RuntimeSafetyHook: see above; NonFiniteLossHook: stop with the iteration and the loss name when
+# a loss becomes NaN/inf (the last good checkpoint is kept)
+custom_hooks = [dict(type='clusterseg.RuntimeSafetyHook'), dict(type='clusterseg.NonFiniteLossHook')]

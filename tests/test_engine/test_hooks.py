@@ -8,8 +8,14 @@ from mmengine.fileio.backends.local_backend import LocalBackend
 from mmengine.model import BaseModel
 from mmengine.runner import Runner
 
-import clusterseg  # noqa: F401  (installs atomic writes)
-from clusterseg.engine import NonFiniteLossError
+from clusterseg.engine import NonFiniteLossError, install
+
+
+@pytest.fixture(autouse=True, scope='module')
+def _runtime_safety():
+    """These tests drive the patched mmengine functions themselves (no tool or config installs
+    them here): install clusterseg's runtime safety as the tools do."""
+    install()
 
 
 class _Toy(BaseModel):

@@ -6,7 +6,14 @@ import torch.nn as nn
 from mmengine.hooks import CheckpointHook, checkpoint_hook
 from mmengine.runner.checkpoint import find_latest_checkpoint
 
-import clusterseg  # noqa: F401  (installs the atomic writers)
+from clusterseg.engine import install
+
+
+@pytest.fixture(autouse=True, scope='module')
+def _runtime_safety():
+    """These tests drive the patched mmengine functions themselves (no tool or config installs
+    them here): install clusterseg's runtime safety as the tools do."""
+    install()
 
 
 def test_pointer_kill_while_writing_keeps_previous(tmp_path):

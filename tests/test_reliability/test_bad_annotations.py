@@ -17,6 +17,7 @@ import pytest
 from mmengine.config import Config
 
 from clusterseg.datasets.transforms import LoadSegAnnotations, SegAnnotationError
+from clusterseg.engine import prepare_config
 from tests.conftest import data_options, run_tool, small_seg_options
 from tests.test_reliability.test_run_validation import load_tool
 
@@ -71,7 +72,7 @@ def test_mask_format_names_the_file_and_what_was_found(tmp_path):
 
     # the tools put it into mmseg pipelines (and the saved config gets mmseg's back)
     from clusterseg.engine import add_input_checks
-    from clusterseg.engine.runner_setup import strip_input_checks
+    from clusterseg.engine import strip_input_checks
     cfg = Config.fromfile(SEG)
     add_input_checks(cfg)
     types = [t['type'] for t in cfg.train_dataloader.dataset.pipeline]
@@ -106,8 +107,8 @@ def test_dropped_coco_annotations_are_counted(synthetic_root, tmp_path, monkeypa
     root, ids = _broken_coco(synthetic_root, tmp_path)
     total = len(json.load(open(root / 'annotations' / 'instances_train2017.json'))['annotations'])
     train = load_tool('tools/train.py')
-    cfg = train.build_cfg(train.parse_args([DET, '--work-dir', str(tmp_path / 'w'),
-                                            '--cfg-options'] + data_options('det', root)))
+    cfg = prepare_config(train.parse_args([DET, '--work-dir', str(tmp_path / 'w'),
+                                           '--cfg-options'] + data_options('det', root)), 'train')
     from clusterseg.engine import data_checks
     said = []
     monkeypatch.setattr(data_checks, '_log', lambda msg, level: said.append(msg))
@@ -145,8 +146,8 @@ def test_filtered_to_nothing_says_why(synthetic_root, tmp_path):
         ann['category_id'] = 999  # a json from another label set
     json.dump(data, open(path, 'w'))
     train = load_tool('tools/train.py')
-    cfg = train.build_cfg(train.parse_args([DET, '--work-dir', str(tmp_path / 'w'),
-                                            '--cfg-options'] + data_options('det', root)))
+    cfg = prepare_config(train.parse_args([DET, '--work-dir', str(tmp_path / 'w'),
+                                           '--cfg-options'] + data_options('det', root)), 'train')
     from mmdet.registry import DATASETS
     from mmengine.registry import DefaultScope
 

@@ -15,7 +15,7 @@ import subprocess
 import pytest
 import torch
 
-from clusterseg.engine.hooks import _IN_FLIGHT, remove_orphan_tmp_files
+from clusterseg.engine.patches import _IN_FLIGHT, remove_orphan_tmp_files
 from clusterseg.utils.checkpoint import TRUST_ENV, CheckpointFileError, safe_torch_load
 from tests.conftest import data_options, run_tool
 

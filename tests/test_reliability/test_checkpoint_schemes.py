@@ -19,11 +19,18 @@ import pytest
 import torch
 from mmengine.runner.checkpoint import CheckpointLoader
 
-import clusterseg  # noqa: F401  (installs the safe loaders)
+from clusterseg.engine import install
 from clusterseg.utils.checkpoint import TRUST_ENV, UnsafeCheckpointError
 from tests.conftest import data_options, run_tool
 
 CLS = 'configs/pacavit/pacavit-tiny_1xb32-10e_synthetic-imagenet-64px.py'
+
+@pytest.fixture(autouse=True, scope='module')
+def _runtime_safety():
+    """These tests drive the patched mmengine functions themselves (no tool or config installs
+    them here): install clusterseg's runtime safety as the tools do."""
+    install()
+
 
 # the prefixes mmengine 0.10.7 registers (mmengine/runner/checkpoint.py, CheckpointLoader._schemes)
 MMENGINE_SCHEMES = {'', 'http://', 'https://', 'torchvision://', 'modelzoo://', 'open-mmlab://',

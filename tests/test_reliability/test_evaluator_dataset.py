@@ -12,6 +12,7 @@ import shutil
 import pytest
 import torch
 
+from clusterseg.engine import prepare_config
 from tests.conftest import run_tool
 from tests.test_reliability.test_run_validation import load_tool
 
@@ -23,8 +24,10 @@ PANOPTIC_R50 = 'configs/kmax_deeplab/kmax-deeplab_r50_32xb2-150k_coco-panoptic-1
 
 def _test_cfg(config, options, tmp_path):
     tool = load_tool('tools/test.py')
-    return tool.build_cfg(tool.parse_args([config, 'unused.pth', '--work-dir', str(tmp_path),
-                                           '--cfg-options'] + list(options)))
+    unused = tmp_path / 'unused.pth'  # must exist; never loaded here
+    unused.touch()
+    return prepare_config(tool.parse_args([config, str(unused), '--work-dir', str(tmp_path),
+                                           '--cfg-options'] + list(options)), 'test')
 
 
 def test_coco_metric_follows_an_overridden_data_root(synthetic_root, tmp_path, capsys):

@@ -10,7 +10,7 @@ import os.path as osp
 
 import pytest
 
-from clusterseg.engine import ConfigKeyError
+from clusterseg.engine import ConfigKeyError, prepare_config
 from clusterseg.engine.validate import ConfigValueError, NumClassesError
 from tests.conftest import REPO, data_options, run_tool, small_seg_options
 
@@ -34,7 +34,7 @@ def _train_cfg(config, root, options, tmp_path):
     task = {DET: 'det', CLS: 'cls'}.get(config, 'seg')
     args = tool.parse_args([config, '--work-dir', str(tmp_path), '--cfg-options'] +
                            data_options(task, root) + list(options))
-    return tool.build_cfg(args)
+    return prepare_config(args, 'train')
 
 
 def test_misspelt_hook_argument_stops_before_training(synthetic_root, tmp_path):

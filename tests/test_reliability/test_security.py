@@ -70,7 +70,11 @@ def test_test_tool_refuses(evil, synthetic_root, tmp_path):
 
 
 def test_init_cfg_pretrained_refuses(evil):
+    """(In a run the runtime bases install the safe loaders before init_weights; built by hand
+    here, the model needs install() as any script does.)"""
+    from clusterseg.engine import install
     from clusterseg.models.backbones import PaCaViT
+    install()
     path, marker = evil
     net = PaCaViT(arch='tiny', init_cfg=dict(type='Pretrained', checkpoint=path))
     with pytest.raises(UnsafeCheckpointError, match='evil.pth'):
@@ -137,8 +141,12 @@ def test_inferencers_refuse(evil, which, fresh_scope):
 
 
 def test_det_inferencer_never_runs_the_checkpoints_config(tmp_path, monkeypatch, fresh_scope):
-    """(The mmseg inferencer: tests/test_utils/test_checkpoint.py.)"""
+    """(The mmseg inferencer: tests/test_utils/test_checkpoint.py.) No config is read here, so
+    the guard is there only once install() ran (the tools, clusterseg.apis, a clusterseg config)."""
     from mmdet.apis import DetInferencer
+
+    from clusterseg.engine import install
+    install()
     monkeypatch.delenv(TRUST_ENV, raising=False)
     marker = tmp_path / 'config_ran'
     path = str(tmp_path / 'with_cfg.pth')
@@ -147,3 +155,17 @@ def test_det_inferencer_never_runs_the_checkpoints_config(tmp_path, monkeypatch,
     with pytest.raises(UnsafeConfigError, match='with_cfg.pth'):
         DetInferencer(model=None, weights=path, device='cpu')
     assert not marker.exists()
+
+
+def test_stock_inferencer_in_a_plain_script_refuses(evil, tmp_path):
+    """A fresh ``python`` that imports only mmseg and gives a clusterseg config: reading the config
+    (the runtime bases' ``custom_imports``) installs the safe loading before the checkpoint is
+    read; nothing else in the script does."""
+    import subprocess
+    import sys
+    path, marker = evil
+    code = ('from mmseg.apis import MMSegInferencer\n'
+            f'MMSegInferencer({config_path("seg")!r}, {path!r}, device="cpu")\n')
+    proc = subprocess.run([sys.executable, '-c', code], cwd=REPO, capture_output=True, text=True,
+                          timeout=600, env=dict(os.environ, **{TRUST_ENV: ''}))
+    _assert_refused_in_output(proc, path, marker)

@@ -9,8 +9,15 @@ import torch.nn as nn
 from mmengine.logging import HistoryBuffer
 from mmengine.runner import CheckpointLoader, load_checkpoint
 
-import clusterseg  # noqa: F401  (installs the allowlist)
+from clusterseg.engine import install
 from clusterseg.utils.checkpoint import TRUST_ENV, UnsafeCheckpointError, safe_torch_load
+
+
+@pytest.fixture(autouse=True, scope='module')
+def _runtime_safety():
+    """These tests drive the patched mmengine functions themselves (no tool or config installs
+    them here): install clusterseg's runtime safety as the tools do."""
+    install()
 
 
 class _RunsCode:

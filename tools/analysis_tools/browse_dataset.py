@@ -28,8 +28,7 @@ import numpy as np  # noqa: E402
 from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.registry import init_default_scope  # noqa: E402
 
-import clusterseg  # noqa: E402,F401  (version check, registries)
-from clusterseg.engine import (EmptyDatasetError, add_input_checks, check_data_roots,  # noqa: E402
+from clusterseg.engine import (EmptyDatasetError, add_input_checks, check_data_roots, install,  # noqa: E402
                                scope_of)
 from clusterseg.utils.progress import add_progress_argument, echo, track  # noqa: E402
 
@@ -187,6 +186,7 @@ def draw(visualizer, scope, name, img, sample, out_file, show, wait_time, meta):
 
 def main(argv=None):
     args = parse_args(argv)
+    install()  # clusterseg's runtime safety (the empty-dataset error names the data root)
     if not osp.isfile(args.config):
         raise SystemExit(f'config file {args.config} does not exist')
     cfg = Config.fromfile(args.config)

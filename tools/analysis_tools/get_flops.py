@@ -18,8 +18,7 @@ import torch.nn as nn  # noqa: E402
 from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.registry import init_default_scope  # noqa: E402
 
-import clusterseg  # noqa: E402,F401
-from clusterseg.engine import adapt_to_device  # noqa: E402
+from clusterseg.engine import adapt_to_device, install  # noqa: E402
 from clusterseg.utils.complexity import count_complexity  # noqa: E402
 
 
@@ -73,6 +72,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    install()  # clusterseg's runtime safety (clusterseg/engine/patches.py)
     model, scope = build_model(args.config, args.cfg_options)
     net = model.backbone if args.backbone_only else TensorForward(model, scope)
     x = torch.randn(1, 3, *args.shape)

@@ -3,42 +3,14 @@
 See :mod:`clusterseg.datasets.synthetic` for the layouts and class lists.
 """
 import argparse
-import importlib.util
 import os.path as osp
 import sys
 import time
 
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))  # from a checkout
 
-
-def _import_module(name):
-    """Import ``clusterseg.<name>``, even from a bare checkout.
-
-    The generator (and the progress bars) only need numpy and Pillow, so when the
-    ``clusterseg`` package itself cannot be imported (e.g. its import-time mm* version check
-    fails on a half-installed environment) the module file is loaded directly.
-    """
-    try:
-        return importlib.import_module(f'clusterseg.{name}')
-    except ImportError:
-        pass
-    if REPO not in sys.path:
-        # running as `python tools/misc/make_synthetic_data.py` from a checkout
-        sys.path.insert(0, REPO)
-    try:
-        return importlib.import_module(f'clusterseg.{name}')
-    except ImportError as e:
-        print(f'note: importing clusterseg failed ({str(e).splitlines()[0]}); '
-              f'loading clusterseg/{name.replace(".", "/")}.py directly', file=sys.stderr)
-    path = osp.join(REPO, 'clusterseg', *name.split('.')) + '.py'
-    spec = importlib.util.spec_from_file_location('clusterseg_' + name.replace('.', '_'), path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-synthetic = _import_module('datasets.synthetic')
-progress_utils = _import_module('utils.progress')
+from clusterseg.datasets import synthetic  # noqa: E402
+from clusterseg.utils import progress as progress_utils  # noqa: E402
 
 DEFAULT_OUT = dict(
     seg='data/synthetic_ade20k',

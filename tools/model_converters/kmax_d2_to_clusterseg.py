@@ -24,7 +24,7 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
-import clusterseg  # noqa: E402,F401  (safe checkpoint loading)
+from clusterseg.engine import install  # noqa: E402
 from clusterseg.utils.checkpoint import safe_pickle_load, safe_torch_load  # noqa: E402
 from clusterseg.models.converters import (check_against_config, kmax_d2_to_clusterseg,  # noqa: E402,F401
                                           run_conversion)
@@ -58,6 +58,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    install()  # clusterseg's runtime safety (clusterseg/engine/patches.py)
 
     def convert_all(d2_state):
         state, unknown = convert(d2_state, args.head_prefix)

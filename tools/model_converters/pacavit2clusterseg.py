@@ -14,7 +14,7 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
-import clusterseg  # noqa: E402,F401  (safe checkpoint loading)
+from clusterseg.engine import install  # noqa: E402
 from clusterseg.models.converters import (converter_parser, pacavit_official_to_clusterseg,  # noqa: E402
                                           run_timm_conversion)
 
@@ -24,6 +24,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
+    install()  # clusterseg's runtime safety (clusterseg/engine/patches.py)
     return run_timm_conversion('pacavit2clusterseg', parse_args(argv), pacavit_official_to_clusterseg)
 
 

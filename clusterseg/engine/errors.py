@@ -1,17 +1,22 @@
-"""Config preparation shared by ``tools/train.py`` and ``tools/test.py``.
+"""Explained errors and input checks: what stops a run names the thing at fault.
 
-One pair of tools serves mmpretrain, mmdet and mmseg configs: the config's ``default_scope``
-decides which library's registries the runner uses. What differs between the libraries'
-own tools (``--out``, ``--show-dir``) is resolved here from that scope.
+* error translation: mmengine's ``X is not in the scope::name registry`` and
+  ``X.__init__() got an unexpected keyword argument 'k'`` become :class:`UnknownTypeError` /
+  :class:`ConfigKeyError` naming the registries searched, the module, its file and the closest
+  valid key (:func:`explained_errors`, used once, by :func:`clusterseg.engine.launch.run`);
+* input checks: a missing ``data_root`` (:func:`check_data_roots`), the checking transforms and
+  :class:`~clusterseg.engine.hooks.DatasetCheckHook` put into a config
+  (:func:`add_input_checks`, undone by :func:`strip_input_checks`), and
+  :class:`EmptyDatasetError`.
 """
+import contextlib
 import importlib
-import os
 import os.path as osp
 import re
 
-import torch
 from mmengine.config import ConfigDict
 
+# the downstream libraries whose configs the tools run (the config's default_scope)
 SCOPES = ('mmseg', 'mmdet', 'mmpretrain')
 
 # dataset type -> --task of tools/misc/make_synthetic_data.py that writes that format
@@ -22,14 +27,6 @@ _SYNTHETIC_TASK = {
     'ImageNet': 'cls',
     'CustomDataset': 'cls',
 }
-
-
-def set_work_dir(cfg, work_dir, config_path):
-    """work_dir priority as in OpenMMLab: CLI > config > ``./work_dirs/<config stem>``."""
-    if work_dir is not None:
-        cfg.work_dir = work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config_path))[0])
 
 
 def _iter_datasets(dataset_cfg, key):
@@ -74,178 +71,18 @@ def check_data_roots(cfg, loaders=('train_dataloader', 'val_dataloader', 'test_d
                 f'--cfg-options {key}.data_root=PATH')
 
 
-def _replace_syncbn(node):
-    """SyncBN needs CUDA: turn every ``norm_cfg type='SyncBN'`` into ``BN`` in place."""
-    count = 0
-    if isinstance(node, dict):
-        if node.get('type') in ('SyncBN', 'MMSyncBN'):
-            node['type'] = 'BN'
-            count += 1
-        for v in node.values():
-            count += _replace_syncbn(v)
-    elif isinstance(node, (list, tuple)):
-        for v in node:
-            count += _replace_syncbn(v)
-    return count
+class EmptyDatasetError(RuntimeError):
+    """A dataset the run is about to use holds no samples."""
 
 
-def adapt_to_device(cfg, logger=print):
-    """Adapt a GPU recipe to a CPU-only machine: SyncBN -> BN, ``AmpOptimWrapper`` (fp16 mixed
-    precision, CUDA only) -> ``OptimWrapper`` (fp32, same optimizer and clipping), no cudnn
-    benchmark. Each change is logged. (``--amp`` asked for on the command line stays an error.)"""
-    if torch.cuda.is_available():
-        return
-    n = _replace_syncbn(cfg.model)
-    if n:
-        logger(f'[clusterseg] no CUDA device: replaced {n} SyncBN layer config(s) with BN')
-    wrapper = cfg.get('optim_wrapper', None)
-    if isinstance(wrapper, dict) and wrapper.get('type') in ('AmpOptimWrapper',
-                                                             'mmengine.AmpOptimWrapper'):
-        wrapper['type'] = 'OptimWrapper'
-        for key in ('loss_scale', 'dtype', 'use_fsdp'):
-            wrapper.pop(key, None)
-        logger('[clusterseg] no CUDA device: optim_wrapper.type AmpOptimWrapper (fp16 mixed '
-               'precision needs CUDA) replaced with OptimWrapper: this run trains in fp32')
-    if cfg.get('env_cfg', None) is not None:
-        cfg.env_cfg.cudnn_benchmark = False
-
-
-DIST_TIMEOUT_ENV = 'CLUSTERSEG_DIST_TIMEOUT'
-DEFAULT_DIST_TIMEOUT_S = 600
-
-
-def add_distributed_loss_mean(cfg):
-    """Distributed runs log each loss averaged over the processes (the global batch's loss):
-    adds ``clusterseg.DistributedLossMeanHook`` to ``custom_hooks`` unless present."""
-    if cfg.get('launcher', 'none') == 'none':
-        return
-    hooks = list(cfg.get('custom_hooks', None) or [])
-    if not any(isinstance(h, dict) and h.get('type') == 'clusterseg.DistributedLossMeanHook'
-               for h in hooks):
-        cfg.custom_hooks = hooks + [ConfigDict(type='clusterseg.DistributedLossMeanHook')]
-
-
-def setup_cpu_distributed(cfg):
-    """Start a gloo process group for ``--launcher pytorch`` when there is no CUDA device.
-
-    mmengine 0.10.7's ``init_dist`` calls ``torch.cuda.set_device`` unconditionally, which dies
-    on a CPU-only machine. ``Runner.setup_env`` skips ``init_dist`` when a process group already
-    exists, so we create it here and tell DDP not to pin a device (``device_ids=None``).
-    """
-    if cfg.launcher == 'none' or torch.cuda.is_available():
-        return
-    if cfg.launcher != 'pytorch':
-        raise RuntimeError(
-            f'--launcher {cfg.launcher} without a CUDA device is not supported; use '
-            'tools/dist_train.sh (torchrun, --launcher pytorch) for multi-process CPU runs')
-    import datetime
-
-    import torch.distributed as dist
-    if not dist.is_initialized():
-        # a collective that waits longer than this (a peer died where the launcher cannot see
-        # it, e.g. on another node) fails with an error instead of hanging forever
-        timeout = float(os.environ.get(DIST_TIMEOUT_ENV, DEFAULT_DIST_TIMEOUT_S))
-        dist.init_process_group(
-            backend='gloo', rank=int(os.environ['RANK']),
-            world_size=int(os.environ['WORLD_SIZE']),
-            timeout=datetime.timedelta(seconds=timeout))
-    wrapper = cfg.get('model_wrapper_cfg', None) or ConfigDict(type='MMDistributedDataParallel')
-    wrapper.setdefault('device_ids', None)
-    cfg.model_wrapper_cfg = wrapper
-
-
-def teardown_distributed():
-    """End a finished multi-process run cleanly: a barrier (no rank leaves while a peer still
-    talks to it), then ``destroy_process_group``. Without it the process group is torn down by
-    the interpreter at exit, where gloo's threads can abort a rank (``terminate called without an
-    active exception``, SIGABRT) after a run that itself succeeded. No-op in single-process runs."""
-    import torch.distributed as dist
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
-
-
-def enable_amp(cfg):
-    """``--amp``: mixed precision through mmengine's ``AmpOptimWrapper`` (needs a GPU)."""
-    if not torch.cuda.is_available():
-        raise SystemExit(
-            '--amp needs a CUDA GPU: mmengine\'s AmpOptimWrapper refuses to run on a CPU-only '
-            'machine, and this one has no CUDA device. Drop --amp to train in fp32.')
-    if cfg.optim_wrapper.get('type', 'OptimWrapper') not in ('OptimWrapper', 'AmpOptimWrapper'):
-        raise SystemExit(f'--amp works with optim_wrapper type OptimWrapper, but the config uses '
-                         f'{cfg.optim_wrapper.type}')
-    cfg.optim_wrapper.type = 'AmpOptimWrapper'
-    cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
-
-
-def enable_auto_scale_lr(cfg):
-    """``--auto-scale-lr``: needs ``auto_scale_lr.base_batch_size`` in the config."""
-    if 'base_batch_size' not in cfg.get('auto_scale_lr', {}):
-        raise SystemExit('--auto-scale-lr needs `auto_scale_lr = dict(base_batch_size=N)` in the '
-                         'config (N = the batch size the learning rate was tuned for)')
-    cfg.auto_scale_lr.enable = True
-
-
-def scope_of(cfg):
-    """The downstream library the config runs in (``mmseg``, ``mmdet`` or ``mmpretrain``)."""
-    scope = cfg.get('default_scope', None)
-    if scope not in SCOPES:
-        raise ValueError(f'config key default_scope is {scope!r}; clusterseg tools run configs '
-                         f'whose default_scope is one of {SCOPES}')
-    return scope
-
-
-def enable_visualization(cfg, show_dir, show=False, wait_time=2.0):
-    """``--show-dir``/``--show`` for any scope: turn on that library's visualization hook."""
-    hooks = cfg.get('default_hooks', {})
-    if 'visualization' not in hooks:
-        raise SystemExit('--show/--show-dir need a `visualization` hook in default_hooks')
-    hook = hooks['visualization']
-    scope = scope_of(cfg)
-    # mmdet puts a relative --show-dir under WORK_DIR/TIMESTAMP; mmseg and mmpretrain would put it
-    # under the current directory: we put theirs under the work dir too
-    if show_dir and scope != 'mmdet' and not osp.isabs(show_dir):
-        show_dir = osp.join(cfg.work_dir, show_dir)
-    if scope != 'mmdet':
-        hook.interval = 1  # paint every test image (mmdet's hook always does in test)
-    if scope == 'mmpretrain':
-        hook.enable = True
-        hook.out_dir = show_dir
-    else:
-        hook.draw = True
-        if scope == 'mmdet':
-            hook.test_out_dir = show_dir
-        elif show_dir:
-            cfg.visualizer.save_dir = show_dir
-    if show:
-        hook.show = True
-        hook.wait_time = wait_time
-
-
-def add_result_dump(cfg, out):
-    """``--out``: a ``.pkl`` file dumps raw predictions (any scope); for mmseg, a directory
-    receives the predicted label maps as PNG (IoUMetric's ``output_dir``)."""
-    scope = scope_of(cfg)
-    evaluators = cfg.test_evaluator if isinstance(cfg.test_evaluator, list) else [cfg.test_evaluator]
-    if out.endswith(('.pkl', '.pickle')):
-        if scope == 'mmdet':
-            evaluators.append(dict(type='DumpDetResults', out_file_path=out))
-        else:
-            evaluators.append(dict(type='mmengine.DumpResults', out_file_path=out))
-    elif scope == 'mmseg':
-        for ev in evaluators:
-            ev['output_dir'] = out
-            ev['keep_results'] = True
-    else:
-        raise SystemExit(f'--out {out}: for {scope} configs give a .pkl file')
-    cfg.test_evaluator = evaluators if len(evaluators) > 1 else evaluators[0]
-
-
-def set_trust_checkpoints(trust):
-    """``--trust-checkpoint``: load checkpoints with ``weights_only=False`` (the user vouches)."""
-    if trust:
-        from clusterseg.utils.checkpoint import TRUST_ENV
-        os.environ[TRUST_ENV] = '1'
+def describe_dataset(ds):
+    """``Type(data_root=..., ann_file=..., data_prefix=...)`` for a (possibly wrapped) dataset."""
+    inner = ds
+    while hasattr(inner, 'dataset') and not hasattr(inner, 'data_root'):
+        inner = inner.dataset
+    parts = [f'{k}={getattr(inner, k)!r}' for k in ('data_root', 'ann_file', 'data_prefix')
+             if getattr(inner, k, None)]
+    return f'{type(inner).__name__}({", ".join(parts)})'
 
 
 _UNKNOWN_TYPE = re.compile(r"([^\s'\"]+) is not in the (\S+)::(.+?) registry")
@@ -295,6 +132,78 @@ def explain_unknown_type(err):
         msg += ' Check the spelling; clusterseg modules are named with the prefix, e.g. ' \
                "type='clusterseg.PaCaViT'."
     return UnknownTypeError(msg)
+
+
+class ConfigKeyError(TypeError):
+    """A config gives a module a keyword it does not take (printed without repr quoting)."""
+
+    def __str__(self):
+        return str(self.args[0])
+
+
+_BAD_KWARG = re.compile(r"(\w+)\.__init__\(\) got an unexpected keyword argument '(\w+)'")
+
+
+def explain_bad_config_key(err):
+    """Turn ``X.__init__() got an unexpected keyword argument 'k'`` (raised while building a
+    module from a config) into an error naming the key, the module and its file, the closest
+    valid key and the valid keys. Returns ``None`` for other errors."""
+    import difflib
+    import inspect
+    m = _BAD_KWARG.search(str(err))
+    if not m:
+        return None
+    cls_name, key = m.group(1), m.group(2)
+    from mmengine.registry import MODELS, TRANSFORMS
+    import clusterseg.registry as cs_registry
+    for mod in ('clusterseg.models', 'clusterseg.datasets'):
+        try:
+            importlib.import_module(mod)
+        except ImportError:
+            pass
+    candidates = []
+    for root in (cs_registry.MODELS, cs_registry.TRANSFORMS, MODELS, TRANSFORMS):
+        regs = [root] + list(getattr(root, '_children', {}).values())
+        for reg in regs:
+            obj = reg._module_dict.get(cls_name)
+            if obj is not None and obj not in [c for _, c in candidates]:
+                candidates.append((f'{reg.scope}.{cls_name}', obj))
+    if not candidates:
+        return None
+    where, cls = next(((w, c) for w, c in candidates if w.startswith('clusterseg.')),
+                      candidates[0])
+    try:
+        params = [n for n, p in inspect.signature(cls.__init__).parameters.items()
+                  if n != 'self' and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    except (TypeError, ValueError):
+        params = []
+    close = difflib.get_close_matches(key, params, n=1, cutoff=0.6)
+    msg = (f'unknown config key {key!r} for module {where} '
+           f'({inspect.getsourcefile(cls) or cls.__module__}).')
+    if close:
+        msg += f' Did you mean {close[0]!r}?'
+    if params:
+        msg += f' Valid keys: {", ".join(params)}.'
+    return ConfigKeyError(msg)
+
+
+@contextlib.contextmanager
+def explained_errors():
+    """Re-raise the errors mmengine gives for a config that names an unknown type or an unknown
+    module argument as :class:`UnknownTypeError` / :class:`ConfigKeyError` (chained to the
+    original); every other error passes through unchanged."""
+    try:
+        yield
+    except KeyError as e:
+        better = explain_unknown_type(e)
+        if better is None:
+            raise
+        raise better from e
+    except TypeError as e:
+        better = explain_bad_config_key(e)
+        if better is None:
+            raise
+        raise better from e
 
 
 _LOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
@@ -425,56 +334,3 @@ def strip_input_checks(cfg):
         cfg.custom_hooks = [h for h in hooks if not (
             isinstance(h, dict) and h.get('type') == 'clusterseg.DatasetCheckHook')]
     return cfg
-
-
-class ConfigKeyError(TypeError):
-    """A config gives a module a keyword it does not take (printed without repr quoting)."""
-
-    def __str__(self):
-        return str(self.args[0])
-
-
-_BAD_KWARG = re.compile(r"(\w+)\.__init__\(\) got an unexpected keyword argument '(\w+)'")
-
-
-def explain_bad_config_key(err):
-    """Turn ``X.__init__() got an unexpected keyword argument 'k'`` (raised while building a
-    module from a config) into an error naming the key, the module and its file, the closest
-    valid key and the valid keys. Returns ``None`` for other errors."""
-    import difflib
-    import inspect
-    m = _BAD_KWARG.search(str(err))
-    if not m:
-        return None
-    cls_name, key = m.group(1), m.group(2)
-    from mmengine.registry import MODELS, TRANSFORMS
-    import clusterseg.registry as cs_registry
-    for mod in ('clusterseg.models', 'clusterseg.datasets'):
-        try:
-            importlib.import_module(mod)
-        except ImportError:
-            pass
-    candidates = []
-    for root in (cs_registry.MODELS, cs_registry.TRANSFORMS, MODELS, TRANSFORMS):
-        regs = [root] + list(getattr(root, '_children', {}).values())
-        for reg in regs:
-            obj = reg._module_dict.get(cls_name)
-            if obj is not None and obj not in [c for _, c in candidates]:
-                candidates.append((f'{reg.scope}.{cls_name}', obj))
-    if not candidates:
-        return None
-    where, cls = next(((w, c) for w, c in candidates if w.startswith('clusterseg.')),
-                      candidates[0])
-    try:
-        params = [n for n, p in inspect.signature(cls.__init__).parameters.items()
-                  if n != 'self' and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-    except (TypeError, ValueError):
-        params = []
-    close = difflib.get_close_matches(key, params, n=1, cutoff=0.6)
-    msg = (f'unknown config key {key!r} for module {where} '
-           f'({inspect.getsourcefile(cls) or cls.__module__}).')
-    if close:
-        msg += f' Did you mean {close[0]!r}?'
-    if params:
-        msg += f' Valid keys: {", ".join(params)}.'
-    return ConfigKeyError(msg)
