@@ -1,14 +1,14 @@
 """Learned clusters as colour-coded maps, next to the model's prediction.
 
-- PaCa-ViT: per stage, the patch-to-cluster assignment (B, M_i, H_i, W_i) -> argmax over M_i.
-- ClusTR: per stage, the density-peaks cluster index of each token (last block, first scale).
-- PaCa head: the per-class cluster assignment (B, L, H0, W0) -> argmax over L.
-- kMaX-DeepLab (panoptic or semantic head): the k-means assignment of the last decoder layer,
-  each pixel's argmax over the K cluster centres (object queries) of the final mask logits, which
-  is the hard assignment kMaX's k-means cross-attention uses. On the padded input
-  (kMaX runs at a fixed size) and cropped back to the image.
+The maps come only from the cluster contract (:mod:`clusterseg.models.layers.cluster`): every
+module that clusters has ``cluster_maps(inputs) -> [(name, (B, h, w) long), ...]``. This module
+knows no model: it asks the model itself if it has ``cluster_maps`` (given the image batch), else
+the backbone (given the image batch) and then every other direct submodule that has it, the heads
+(given ``model.extract_feat``), and draws whatever they return. What they show today: PaCa-ViT's
+per-stage patch-to-cluster assignment, ClusTR's per-stage, per-scale density-peaks clusters (last
+block), the PaCa head's class clusters and kMaX-DeepLab's k-means assignment (last decoder layer).
+Maps are cropped to the image inside the (possibly padded) model input.
 """
-import inspect
 from typing import List, Optional, Tuple
 
 import cv2
@@ -41,69 +41,62 @@ def _model_inputs(inferencer, img):
     return data['inputs'], tuple(meta.get('img_shape', data['inputs'].shape[-2:]))[:2]
 
 
-def _accepts(fn, name):
-    try:
-        return name in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
+def _clustering_modules(model):
+    """``[(attribute name, module, takes)]`` in call order, ``takes`` = ``'image'`` or ``'feats'``:
+    the model itself if it follows the contract, else its backbone and then the other direct
+    submodules that do (the heads, in registration order)."""
+    if callable(getattr(model, 'cluster_maps', None)):
+        return [('model', model, 'image')]
+    found = []
+    backbone = getattr(model, 'backbone', None)
+    if callable(getattr(backbone, 'cluster_maps', None)):
+        found.append(('backbone', backbone, 'image'))
+    for name, child in model.named_children():
+        if child is not backbone and callable(getattr(child, 'cluster_maps', None)):
+            found.append((name, child, 'feats'))
+    return found
+
+
+def _crop(index: torch.Tensor, input_shape, img_shape) -> torch.Tensor:
+    """(h, w) map over the model input of ``input_shape`` -> the part over the image of
+    ``img_shape`` at its top-left (padding is bottom/right)."""
+    h, w = index.shape
+    (ph, pw), (H, W) = input_shape, img_shape
+    return index[:max(1, round(h * H / ph)), :max(1, round(w * W / pw))]
 
 
 @torch.no_grad()
 def cluster_maps(inferencer, img) -> List[Tuple[str, np.ndarray]]:
-    """``[(title, (h, w) int map), ...]`` for every clustering the model exposes.
+    """``[(title, (h, w) int map), ...]`` for every clustering the model exposes through the
+    cluster contract, each map cropped to the image; titles are ``'{name}: {n} clusters'`` with n
+    the clusters that occur in the map (a head's name is prefixed by its attribute name where two
+    modules use the same name).
 
-    Raises ``ValueError`` when the model has no clusters to show.
+    Raises ``ValueError`` when no module of the model has ``cluster_maps``.
     """
     model = inferencer.model
     scope = type(inferencer).__module__.split('.')[0]
     with DefaultScope.overwrite_default_scope(scope):
         x, img_shape = _model_inputs(inferencer, img)  # (1, 3, H, W)
-        backbone = getattr(model, 'backbone', None)
-        maps = []
-        if backbone is not None and _accepts(backbone.forward, 'return_clusters'):
-            _, clusters = backbone(x, return_clusters=True)
-            for i, stage in enumerate(clusters):
-                if isinstance(stage, torch.Tensor):  # PaCa-ViT: (1, M, h, w) soft assignment
-                    m = stage.shape[1]
-                    maps.append((f'stage {i + 1}: {m} clusters', stage[0].argmax(0).cpu().numpy()))
-                elif stage and any(stage):  # ClusTR: per block, per scale (1, h, w) indices
-                    index = [blk for blk in stage if blk][-1][0][0].cpu().numpy()
-                    maps.append((f'stage {i + 1}: {len(np.unique(index))} clusters', index))
-        head = getattr(model, 'decode_head', None)
-        if head is not None and hasattr(head, 'cluster_maps'):
-            assign = head.cluster_maps(model.extract_feat(x))  # (1, L, H0, W0)
-            maps.append((f'head: {assign.shape[1]} class clusters', assign[0].argmax(0).cpu().numpy()))
-        kmax = getattr(model, 'panoptic_head', None) or head
-        if kmax is not None and hasattr(kmax, 'forward_all') and hasattr(kmax, 'transformer_decoder'):
-            maps.append(_kmax_assignment(model, kmax, x, img_shape))
-    if not maps:
-        raise ValueError(f'{type(model).__name__} with {type(backbone).__name__} exposes no '
-                         'clusters (expected a PaCa-ViT/ClusTR backbone, a PaCa head or a '
-                         'kMaX-DeepLab head)')
+        modules = _clustering_modules(model)
+        if not modules:
+            backbone = getattr(model, 'backbone', None)
+            raise ValueError(f'{type(model).__name__} with {type(backbone).__name__} exposes no '
+                             'clusters: none of the model, its backbone or its heads has '
+                             'cluster_maps (PaCa-ViT, ClusTR, the PaCa head and kMaX-DeepLab do)')
+        feats = None
+        named = []
+        for owner, module, takes in modules:
+            if takes == 'feats' and feats is None:
+                feats = model.extract_feat(x)
+            for name, index in module.cluster_maps(x if takes == 'image' else feats):
+                named.append((owner, name, _crop(index[0], x.shape[-2:], img_shape).cpu().numpy()))
+    names = [name for _, name, _ in named]
+    maps = []
+    for owner, name, index in named:
+        title = name if names.count(name) == 1 or owner in ('model', 'backbone') else f'{owner}.{name}'
+        maps.append((f'{title}: {len(np.unique(index))} clusters', index))
     return maps
-
-
-def _kmax_assignment(model, head, x, img_shape=None):
-    """(title, (h, w) map): each pixel's k-means cluster (argmax over the K centres) in kMaX's last
-    decoder layer, cropped to the image (``img_shape``: its (H, W) inside ``x``, which mmseg's
-    preprocessor has already padded to the fixed size; default: all of ``x``)."""
-    import torch.nn.functional as F
-    H, W = img_shape or x.shape[-2:]
-    if hasattr(model, 'pad_to_input_size'):  # mmdet KMaXDeepLab: pads, or names the sizes
-        from mmdet.structures import DetDataSample
-        x = model.pad_to_input_size(x, [DetDataSample(metainfo=dict(img_shape=(H, W)))])
-    elif getattr(head, 'input_size', None) is not None:  # mmseg KMaXSegHead
-        size = head.input_size
-        if H > size[0] or W > size[1]:
-            raise ValueError(f'kMaX runs at the fixed input size {tuple(size)} but the image is '
-                             f'{H}x{W} after the test pipeline')
-        x = F.pad(x, (0, size[1] - x.shape[-1], 0, size[0] - x.shape[-2]), value=0)
-    mask_logits = head.forward_all(model.extract_feat(x))['final']['mask_logits']  # (1, K, h, w)
-    k, h, w = mask_logits.shape[1:]
-    ph, pw = x.shape[-2:]
-    index = mask_logits[0].argmax(0)[:max(1, round(h * H / ph)), :max(1, round(w * W / pw))]
-    index = index.cpu().numpy()
-    return (f'k-means: {len(np.unique(index))} of {k} clusters used', index)
 
 
 def _titled(img: np.ndarray, title: str) -> np.ndarray:
