@@ -7,13 +7,11 @@ plain MHSA in stage 4, and a Mix-FFN with a shortcut around its depth-wise conv 
 Module names follow the reference (``patch_embed{i}``, ``block{i}``, ``norm{i}``, ``attn.q``,
 ``attn.kv1/kv2``, ``attn.weight_layer``, ``mlp.fc1/dwconv/fc2``).
 """
-import copy
-
 import torch
 import torch.nn as nn
 
 from clusterseg.models.backbones._cp import maybe_checkpoint
-from clusterseg.models.backbones.base import PyramidBackbone
+from clusterseg.models.backbones.base import BaseBackbone
 from clusterseg.models.layers import ConvDownsample, DropPath, MixFFN, recording_assignments
 from clusterseg.models.layers.dpc_cluster import (DEFAULT_MAX_BLOCK_ELEMS, ClusteredKVAttention,
                                                   cluster_counts)
@@ -44,7 +42,7 @@ class ClusTRBlock(nn.Module):
 
 
 @MODELS.register_module()
-class ClusTR(PyramidBackbone):
+class ClusTR(BaseBackbone):
     """ClusTR: vision transformer with clustered key/value attention.
 
     Paper: "ClusTR: Exploring Efficient Self-attention via Clustering for Vision Transformers",
@@ -88,6 +86,7 @@ class ClusTR(PyramidBackbone):
     # inferred from the parameter counts; only small = 22.7 M is confirmed by the paper
     arch_aliases = {'tiny': 'b1', 'small': 'b2', 'base': 'b3'}
     _arch_defaults = dict(mlp_ratios=[8, 8, 4, 4], sr_ratios=[8, 4, 2, 1])
+    arch_required = ('embed_dims', 'depths', 'num_heads')
 
     def __init__(self, arch='b2', in_channels=3, cluster_scales=(1, 4), knn_k=5, memory_efficient=None,
                  max_block_elems=DEFAULT_MAX_BLOCK_ELEMS, out_indices=(3, ), frozen_stages=-1,
@@ -95,16 +94,12 @@ class ClusTR(PyramidBackbone):
                  init_cfg=None):
         super().__init__(init_cfg=init_cfg)
         self.with_cp = with_cp
-        self.arch_settings = s = self._resolve_arch(arch)
+        self.arch_settings = s = self.resolve_arch(arch)
         dims, depths = s['embed_dims'], s['depths']
         self.embed_dims, self.num_stages, self.in_channels = dims, 4, in_channels
         self.sr_ratios, self.cluster_scales = s['sr_ratios'], tuple(cluster_scales)
-        out_indices = [out_indices] if isinstance(out_indices, int) else list(out_indices)
-        for i in out_indices:
-            if not 0 <= i < 4:
-                raise ValueError(f'out_indices must be in 0..3, got {out_indices}')
-        self.out_indices = out_indices
-        self.frozen_stages, self.norm_eval = frozen_stages, norm_eval
+        self.out_indices = self.check_out_indices(out_indices, 4)
+        self.set_training_modes(frozen_stages, norm_eval, 4)
 
         dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
         cur = 0
@@ -124,23 +119,9 @@ class ClusTR(PyramidBackbone):
             self.add_module(f'block{i + 1}', blocks)
             self.add_module(f'norm{i + 1}', nn.LayerNorm(dims[i], eps=1e-6))
 
-    def _resolve_arch(self, arch):
-        if isinstance(arch, str):
-            name = self.arch_aliases.get(arch, arch)
-            if name not in self.arch_zoo:
-                valid = sorted(self.arch_zoo) + sorted(self.arch_aliases)
-                raise KeyError(f'ClusTR: unknown arch {arch!r}; valid names: {valid}')
-            arch = self.arch_zoo[name]
-        elif not isinstance(arch, dict):
-            raise TypeError(f'ClusTR arch must be a str or dict, got {type(arch).__name__}')
-        s = copy.deepcopy(self._arch_defaults)
-        s.update(copy.deepcopy(arch))  # copies: presets are never mutated
-        for key in ('embed_dims', 'depths', 'num_heads'):
-            if key not in s:
-                raise KeyError(f'ClusTR arch dict is missing {key!r}')
-        for key in ('embed_dims', 'depths', 'num_heads', 'mlp_ratios', 'sr_ratios'):
-            if len(s[key]) != 4:
-                raise ValueError(f'ClusTR: {key} must have 4 entries (one per stage), got {s[key]}')
+    @classmethod
+    def validate_arch(cls, s):
+        cls.check_per_stage(s, ('embed_dims', 'depths', 'num_heads', 'mlp_ratios', 'sr_ratios'), 4)
         return s
 
     # ------------------------------------------------------------------ forward

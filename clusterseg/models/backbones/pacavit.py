@@ -5,8 +5,6 @@ to M learned soft clusters (:class:`~clusterseg.models.layers.PaCaAttention`), w
 Module names follow the published checkpoints (``patch_embed``, ``stage{i}``, ``norm{i}``,
 ``transition{i}``, ``paca_teacher``), so they load without renaming (spec pacavit.md §5).
 """
-import copy
-
 import torch
 import torch.nn as nn
 

@@ -5,29 +5,27 @@ A plain pre-norm ViT (patch embedding, absolute position embedding, cls token, M
 blocks) in which ``pool_after`` lists the layers after which a :class:`TokenPool` halves the
 token grid (and optionally widens the channels), and ``share_attn`` marks the layers that reuse
 the previous layer's attention map (:class:`SharedAttention`). Both are plain config lists, so a
-searched architecture (tools/search/psvit_search.py) is just another arch dict.
+searched architecture (:mod:`clusterseg.search`, tools/search/psvit_search.py) is just
+another arch dict.
 
 Every preset number is our choice (the paper body is unavailable; spec psvit.md §1.2, §4 and
 docs/en/psvit.md): they are *reconstructed, not paper-verified*.
 """
-import copy
 import math
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmengine.logging import print_log
-from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
 
 from clusterseg.models.backbones._cp import maybe_checkpoint
+from clusterseg.models.backbones.base import BaseBackbone
 from clusterseg.models.layers.drop import DropPath
 from clusterseg.models.layers.embed import LayerNorm2d
 from clusterseg.models.layers.ffn import MixFFN
 from clusterseg.models.layers.token_pool import (FullAttention, SharedAttention, TokenPool,
                                                  check_attention_sharing)
 from clusterseg.registry import MODELS
-from clusterseg.utils.state_dict import check_state_dict_fits, load_pretrained_state_dict
 
 
 class PSViTBlock(nn.Module):
@@ -63,7 +61,7 @@ def _stage_of_layers(depth, pool_after):
 
 
 @MODELS.register_module()
-class PSViT(BaseModule):
+class PSViT(BaseBackbone):
     """PSViT: vision transformer with token pooling and attention sharing.
 
     Paper: "PSViT: Better Vision Transformer via Token Pooling and Attention Sharing",
@@ -103,8 +101,11 @@ class PSViT(BaseModule):
         norm_eval (bool): keep BatchNorm layers (none in PSViT itself) in eval mode.
         with_cp (bool): gradient checkpointing of every block (recomputed in the backward pass:
             less activation memory for more compute; outputs and gradients unchanged).
-        init_cfg (dict | None): ``dict(type='Pretrained', checkpoint=PATH)``; the position
-            embedding is resized when the checkpoint's grid differs.
+        init_cfg (dict | None): ``dict(type='Pretrained', checkpoint=PATH)``.
+
+    Every load path (``init_cfg``, ``load_checkpoint``, ``load_from``, resume,
+    ``load_state_dict``) resizes a checkpoint's position embedding saved for another grid
+    (bicubic, the checkpoint's grid taken as square) to ``img_size / patch_size``.
 
     Shapes: input (B, in_channels, H, W), any H, W (padded right/bottom to a multiple of the
     patch size; each pooling rounds up).
@@ -126,6 +127,9 @@ class PSViT(BaseModule):
     }
     _arch_defaults = dict(patch_size=8, mlp_ratio=4., pool_type='dwconv', pool_dims='2d',
                           pool_kernel=3)
+    arch_required = ('embed_dims', 'num_heads', 'depth', 'pool_after', 'share_attn')
+    # a checkpoint may hold the norms / up-sampler of outputs this instance does not use, or lack them
+    pretrained_optional_keys = (r'^norm\d', r'^upsample\.')
     OUT_TYPES = ('cls_token', 'avg_featmap', 'featmap')
 
     def __init__(self, arch='tiny', img_size=224, in_channels=3, pool_after=None, share_attn=None,
@@ -135,8 +139,9 @@ class PSViT(BaseModule):
                  with_cp=False, init_cfg=None):
         super().__init__(init_cfg=init_cfg)
         self.with_cp = with_cp
-        s = self._resolve_arch(arch, pool_after=pool_after, share_attn=share_attn,
-                               pool_type=pool_type, pool_dims=pool_dims)
+        overrides = dict(pool_after=pool_after, share_attn=share_attn, pool_type=pool_type,
+                         pool_dims=pool_dims)
+        s = self.resolve_arch(arch, {k: v for k, v in overrides.items() if v is not None})
         self.arch_settings = s
         dims, heads, depth = s['embed_dims'], s['num_heads'], s['depth']
         self.embed_dims, self.depth, self.num_stages = dims, depth, len(dims)
@@ -157,16 +162,14 @@ class PSViT(BaseModule):
         self.share_impl = share_impl
         self.out_type, self.with_cls_token = out_type, with_cls_token
         self.num_extra_tokens = int(with_cls_token)
-        num_levels = self.num_stages + 1
-        out_indices = [out_indices] if isinstance(out_indices, int) else list(out_indices)
         if out_type == 'featmap':
-            out_indices = [i % num_levels if -num_levels <= i < num_levels else i for i in out_indices]
-            for i in out_indices:
-                if not 0 <= i < num_levels:
-                    raise ValueError(f'PSViT: out_indices must be in 0..{num_levels - 1} (level 0: '
-                                     f'stride patch/2, level i: stage i-1), got {out_indices}')
+            out_indices = self.check_out_indices(
+                out_indices, self.num_stages + 1, allow_negative=True,
+                what='level 0: stride patch/2, level i: stage i-1')
+        else:  # one output whatever out_indices says
+            out_indices = [out_indices] if isinstance(out_indices, int) else list(out_indices)
         self.out_indices = out_indices
-        self.frozen_stages, self.norm_eval = frozen_stages, norm_eval
+        self.set_training_modes(frozen_stages, norm_eval, self.num_stages)
 
         img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
         self.patch_grid = tuple(math.ceil(v / self.patch_size) for v in img_size)
@@ -200,6 +203,7 @@ class PSViT(BaseModule):
                                           LayerNorm2d(dims[0], eps=1e-6))
         else:
             self.upsample = None
+        self._register_load_state_dict_pre_hook(_fit_pos_embed_hook, with_module=True)
 
     @property
     def out_channels(self):
@@ -208,21 +212,8 @@ class PSViT(BaseModule):
             return [self.embed_dims[-1]]
         return [self.embed_dims[max(i - 1, 0)] for i in self.out_indices]
 
-    def _resolve_arch(self, arch, **overrides):
-        if isinstance(arch, str):
-            if arch not in self.arch_zoo:
-                raise KeyError(f'PSViT: unknown arch {arch!r}; valid names: {sorted(self.arch_zoo)}')
-            arch = self.arch_zoo[arch]
-        elif not isinstance(arch, dict):
-            raise TypeError(f'PSViT arch must be a str or dict, got {type(arch).__name__}')
-        s = copy.deepcopy(self._arch_defaults)
-        s.update(copy.deepcopy(dict(arch)))  # copies: presets are never mutated
-        for key, value in overrides.items():
-            if value is not None:
-                s[key] = copy.deepcopy(value)
-        for key in ('embed_dims', 'num_heads', 'depth', 'pool_after', 'share_attn'):
-            if key not in s:
-                raise KeyError(f'PSViT arch dict is missing {key!r}')
+    @classmethod
+    def validate_arch(cls, s):
         s['embed_dims'], s['num_heads'] = list(s['embed_dims']), list(s['num_heads'])
         s['pool_after'] = [int(p) for p in s['pool_after']]
         s['share_attn'] = [bool(v) for v in s['share_attn']]
@@ -230,50 +221,34 @@ class PSViT(BaseModule):
         if sorted(set(pool_after)) != pool_after or any(not 0 <= p < depth - 1 for p in pool_after):
             raise ValueError(f'PSViT: pool_after must be strictly increasing layer indices in '
                              f'0..{depth - 2}, got {pool_after}')
-        n_stages = len(pool_after) + 1
-        for key in ('embed_dims', 'num_heads'):
-            if len(s[key]) != n_stages:
-                raise ValueError(f'PSViT: {key} needs one entry per stage (len(pool_after) + 1 = '
-                                 f'{n_stages}), got {s[key]}')
+        cls.check_per_stage(s, ('embed_dims', 'num_heads'), len(pool_after) + 1,
+                            why=': len(pool_after) + 1')
         if len(s['share_attn']) != depth:
             raise ValueError(f'PSViT: share_attn needs one entry per layer ({depth}), '
                              f'got {len(s["share_attn"])}')
         return s
 
     # ------------------------------------------------------------------ weights
-    def init_weights(self):
-        """DeiT init (trunc-normal 0.02 linears / embeddings), then ``init_cfg`` weights."""
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                trunc_normal_(m.weight, std=.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, (nn.Conv1d, nn.Conv2d, nn.ConvTranspose2d)):
-                fan_out = m.weight[0, 0].numel() * m.out_channels // m.groups
-                nn.init.normal_(m.weight, 0, (2.0 / fan_out)**0.5)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+    def init_extra_weights(self):
+        """DeiT init of the position embedding and the cls token."""
         trunc_normal_(self.pos_embed, std=.02)
         if self.with_cls_token:
             trunc_normal_(self.cls_token, std=.02)
-        if self.init_cfg is not None and self.init_cfg.get('type') == 'Pretrained':
-            ckpt = self.init_cfg['checkpoint']
-            state = load_pretrained_state_dict(ckpt, prefix=self.init_cfg.get('prefix', None))
-            state = {k: v for k, v in state.items() if not k.startswith('head.')}
-            if 'pos_embed' in state and state['pos_embed'].shape != self.pos_embed.shape:
-                state['pos_embed'] = self._resize_pos_embed(
-                    state['pos_embed'], self.patch_grid, self.num_extra_tokens)
-            own = self.state_dict()
-            # a checkpoint may hold norms / the up-sampler of outputs this instance does not use
-            unused = [k for k in state if k not in own and (k.startswith('norm') or k.startswith('upsample'))]
-            check_state_dict_fits(own, state, name=f'{ckpt} -> PSViT', allowed_unexpected=unused,
-                                  allowed_missing=[k for k in own if k.startswith(('norm', 'upsample'))])
-            self.load_state_dict({k: v for k, v in state.items() if k not in unused}, strict=False)
-            print_log(f'PSViT: loaded {len(state) - len(unused)} tensors from {ckpt}', logger='current')
-        self._is_init = True
+
+    def adapt_state_dict(self, state, prefix=''):
+        """Resize ``state[prefix + 'pos_embed']`` saved for another grid to this instance's
+        ``patch_grid`` (in place); other tensors are left to the usual shape checks."""
+        key = prefix + 'pos_embed'
+        pos = state.get(key)
+        if pos is not None and pos.dim() == 3 and pos.shape[-1] == self.pos_embed.shape[-1] \
+                and pos.shape != self.pos_embed.shape:
+            try:
+                state[key] = self._resize_pos_embed(pos, self.patch_grid, self.num_extra_tokens)
+            except ValueError as e:
+                raise ValueError(f'PSViT: cannot fit {key} of shape {tuple(pos.shape)} to '
+                                 f'{tuple(self.pos_embed.shape)} (grid {self.patch_grid}, '
+                                 f'{self.num_extra_tokens} extra tokens): {e}') from None
+        return state
 
     @staticmethod
     def _resize_pos_embed(pos_embed, grid, num_extra_tokens):
@@ -283,7 +258,8 @@ class PSViT(BaseModule):
         n = patch.shape[1]
         src = int(round(n**0.5))
         if src * src != n:
-            raise ValueError(f'cannot resize a position embedding of {n} non-square patch tokens')
+            raise ValueError(f'cannot resize a position embedding of {n} patch tokens: not a '
+                             f'square grid')
         return torch.cat([extra, PSViT._interp_grid(patch, (src, src), grid)], dim=1)
 
     @staticmethod
@@ -346,27 +322,19 @@ class PSViT(BaseModule):
         return tuple(outs)
 
     # ------------------------------------------------------------------ training modes
-    def _freeze_stages(self):
-        if self.frozen_stages < 0:
-            return
-        self.patch_embed.eval()
+    def frozen_modules(self):
+        """frozen_stages=k freezes the patch embedding and the layers of stages 0..k-1 with the
+        poolings into stages 1..k-1 (k=0: the embeddings only)."""
         frozen = [self.patch_embed]
-        params = [self.pos_embed] + ([self.cls_token] if self.with_cls_token else [])
-        for l, t in enumerate(self.stage_of_layer):
-            if t < self.frozen_stages:
-                frozen.append(self.layers[l])
+        frozen += [self.layers[l] for l, t in enumerate(self.stage_of_layer) if t < self.frozen_stages]
         frozen += [self.pools[i] for i in range(len(self.pools)) if i + 1 < self.frozen_stages]
-        for m in frozen:
-            m.eval()
-            params += list(m.parameters())
-        for p in params:
-            p.requires_grad = False
+        return frozen
 
-    def train(self, mode=True):
-        super().train(mode)
-        self._freeze_stages()
-        if mode and self.norm_eval:
-            for m in self.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.eval()
-        return self
+    def frozen_parameters(self):
+        return [self.pos_embed] + ([self.cls_token] if self.with_cls_token else [])
+
+
+def _fit_pos_embed_hook(module, state_dict, prefix, *args):
+    """``load_state_dict`` pre-hook: every load path resizes a position embedding saved for
+    another grid (see :meth:`PSViT.adapt_state_dict`)."""
+    module.adapt_state_dict(state_dict, prefix)

@@ -166,6 +166,53 @@ def test_position_embedding_interpolation_and_pretrained_resize(tmp_path):
     torch.testing.assert_close(src.norm2(feats['x'][:, 0]), cls_src)
 
 
+def _bicubic_pos_embed(pos, src, dst):
+    """The resize written out: (1, 1 + src^2, C) -> (1, 1 + dst^2, C), bicubic on the grid."""
+    C = pos.shape[-1]
+    grid = pos[:, 1:].reshape(1, src, src, C).permute(0, 3, 1, 2)  # (1, C, src, src)
+    grid = torch.nn.functional.interpolate(grid, size=(dst, dst), mode='bicubic', align_corners=False)
+    return torch.cat([pos[:, :1], grid.flatten(2).transpose(1, 2)], dim=1)  # (1, 1 + dst^2, C)
+
+
+@pytest.mark.parametrize('how', ['load_state_dict', 'load_checkpoint', 'init_cfg'])
+def test_every_load_path_resizes_the_position_embedding(tmp_path, how):
+    """A checkpoint saved at a 16x16 grid loads into an 8x8 (and a 12x12) model through every
+    path; the result is the explicit bicubic interpolation of the saved embedding."""
+    from mmengine.runner import load_checkpoint
+    torch.manual_seed(0)
+    src = PSViT(_tiny_arch(), img_size=64)  # patch 4: 16x16 grid
+    src.init_weights()
+    saved = src.pos_embed.detach().clone()
+    path = str(tmp_path / 'cls.pth')
+    torch.save({'state_dict': {f'backbone.{k}': v for k, v in src.state_dict().items()}}, path)
+    for img_size in (32, 48):
+        grid = img_size // 4
+        if how == 'init_cfg':
+            dst = PSViT(_tiny_arch(), img_size=img_size,
+                        init_cfg=dict(type='Pretrained', checkpoint=path, prefix='backbone.'))
+            dst.init_weights()
+        else:
+            dst = PSViT(_tiny_arch(), img_size=img_size)
+            if how == 'load_state_dict':
+                state = src.state_dict()
+                dst.load_state_dict(state)
+                assert state['pos_embed'].shape == saved.shape  # the caller's dict is not changed
+            else:  # the runner's load_from / resume path: a whole model, keys under backbone.
+                wrapper = nn.Module()
+                wrapper.backbone = dst
+                load_checkpoint(wrapper, path, map_location='cpu', strict=True)
+        assert dst.pos_embed.shape == (1, 1 + grid * grid, 16)
+        torch.testing.assert_close(dst.pos_embed.detach(), _bicubic_pos_embed(saved, 16, grid))
+        torch.testing.assert_close(dst.layers[0].attn.qkv.weight, src.layers[0].attn.qkv.weight)
+    # the same grid is loaded as is; a grid that is not square is an error naming the key
+    same = PSViT(_tiny_arch(), img_size=64)
+    same.load_state_dict(src.state_dict())
+    torch.testing.assert_close(same.pos_embed, src.pos_embed)
+    bad = dict(src.state_dict(), pos_embed=torch.zeros(1, 1 + 15, 16))
+    with pytest.raises(ValueError, match=r'cannot fit pos_embed of shape \(1, 16, 16\).*not a square'):
+        PSViT(_tiny_arch(), img_size=32).load_state_dict(bad)
+
+
 def test_frozen_stages():
     model = PSViT('tiny', frozen_stages=1)
     model.train()
