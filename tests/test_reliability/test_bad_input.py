@@ -168,7 +168,7 @@ def test_input_size_the_model_cannot_take_names_the_sizes():
     kMaX: tests/test_models/test_heads/test_kmax_head.py.)"""
     import torch
 
-    from clusterseg.models.backbones.psvit_supernet import PSViTSearchSpace, PSViTSupernet
+    from clusterseg.search import PSViTSearchSpace, PSViTSupernet
     net = PSViTSupernet([8, 16, 24], [1, 2, 3], 5, num_classes=4, space=PSViTSearchSpace(5, 3),
                         img_size=32, patch_size=4).eval()
     arch = ((0, 2), (False, ) * 5)

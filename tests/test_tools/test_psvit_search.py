@@ -10,7 +10,7 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 from clusterseg.models.backbones.psvit import PSViT, _stage_of_layers
-from clusterseg.models.backbones.psvit_supernet import PSViTSearchSpace, PSViTSupernet
+from clusterseg.search import PSViTSearchSpace, PSViTSupernet
 from tests.conftest import run_tool
 
 TOOL = 'tools/search/psvit_search.py'
@@ -68,6 +68,35 @@ def test_supernet_weights_give_the_same_network_as_psvit():
     state = net.subnet_state_dict(arch)
     qkv = net.layers[4]['c24h3'].attn.qkv.weight
     torch.testing.assert_close(state['backbone.layers.4.attn.v.weight'], qkv[48:])
+
+
+def test_supernet_sharing_layer_is_the_backbones_shared_attention(monkeypatch):
+    """A sharing layer runs SharedAttention (no second implementation) on the V rows of the full
+    block's qkv, and equals the formula written out by hand."""
+    from clusterseg.models.layers.token_pool import SharedAttention
+    torch.manual_seed(0)
+    net = PSViTSupernet([8, 16, 24], [1, 2, 3], 5, num_classes=4, space=PSViTSearchSpace(5, 3),
+                        img_size=32, patch_size=4).eval()
+    calls = []
+    forward = SharedAttention.forward
+    monkeypatch.setattr(SharedAttention, 'forward', lambda self, *a, **k: calls.append(1) or forward(self, *a, **k))
+    arch = ((0, 2), (False, False, True, False, True))
+    x = torch.randn(2, 3, 32, 32)
+    net(x, arch)
+    assert len(calls) == 2 and not any(isinstance(m, SharedAttention) for m in net.modules())
+    # layer 2 by hand: y = x + proj(A (LN(x) W_v^T + b_v)); out = y + MLP(LN(y))
+    blk = net.layers[2]['c16h2']
+    t, attn = torch.randn(2, 17, 16), torch.softmax(torch.randn(2, 2, 17, 17), -1)  # (B, N, C), (B, h, N, N)
+    v = torch.nn.functional.linear(blk.norm1(t), blk.attn.qkv.weight[32:], blk.attn.qkv.bias[32:])
+    v = v.view(2, 17, 2, 8).transpose(1, 2)  # (B, h, N, d)
+    y = t + blk.attn.proj((attn @ v).transpose(1, 2).reshape(2, 17, 16))
+    ref = y + blk.mlp(blk.norm2(y), None)
+    torch.testing.assert_close(net._shared_block(2, 'c16h2', t, attn), ref)
+    # gradients reach the V rows of the shared qkv weight, not its q / k rows
+    net.train()
+    net._shared_block(2, 'c16h2', t, attn).sum().backward()
+    g = blk.attn.qkv.weight.grad
+    assert g[32:].abs().sum() > 0 and g[:32].abs().sum() == 0
 
 
 def _build_classifier(path):
