@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Multi-process / multi-node testing through torchrun and MMEngine's distributed runner.
-# Without CUDA the processes run on the CPU over gloo (see clusterseg/engine/runner_setup.py).
+# Without CUDA the processes run on the CPU over gloo (see clusterseg/engine/launch.py).
 usage() {
     cat <<'USAGE'
 usage: bash tools/dist_test.sh CONFIG CHECKPOINT NPROC [test.py args...]

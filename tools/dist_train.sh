@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Multi-process / multi-node training through torchrun and MMEngine's distributed runner.
-# Without CUDA the processes train on the CPU over gloo (see clusterseg/engine/runner_setup.py).
+# Without CUDA the processes train on the CPU over gloo (see clusterseg/engine/launch.py).
 usage() {
     cat <<'USAGE'
 usage: bash tools/dist_train.sh CONFIG NPROC [train.py args...]

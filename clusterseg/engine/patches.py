@@ -426,7 +426,8 @@ def _install_named_models():
     """Let the stock inferencers take a model name of ``model-index.yml`` (idempotent):
     ``MMSegInferencer`` / ``DetInferencer`` (``weights`` None: the published ones) and
     mmpretrain's inferencers (``pretrained`` True: the published ones) receive the model
-    :func:`clusterseg.apis.get_model` builds (official layouts converted, strict load) and its config."""
+    :func:`clusterseg.apis.get_model` builds (official layouts converted, strict load) and its
+    config."""
     from mmengine.device import get_device
     from mmengine.infer import BaseInferencer
 

@@ -28,4 +28,5 @@ randomness = dict(seed=0)
 custom_imports = dict(imports=['clusterseg.engine.install_patches'], allow_failed_imports=False)
 # RuntimeSafetyHook: see above; NonFiniteLossHook: stop with the iteration and the loss name when
 # a loss becomes NaN/inf (the last good checkpoint is kept)
-custom_hooks = [dict(type='clusterseg.RuntimeSafetyHook'), dict(type='clusterseg.NonFiniteLossHook')]
+custom_hooks = [dict(type='clusterseg.RuntimeSafetyHook'),
+                dict(type='clusterseg.NonFiniteLossHook')]

@@ -20,4 +20,5 @@ tta_model = dict(type='SegTTAModel')
 custom_imports = dict(imports=['clusterseg.engine.install_patches'], allow_failed_imports=False)
 # RuntimeSafetyHook: see above; NonFiniteLossHook: stop with the iteration and the loss name when
 # a loss becomes NaN/inf (the last good checkpoint is kept)
-custom_hooks = [dict(type='clusterseg.RuntimeSafetyHook'), dict(type='clusterseg.NonFiniteLossHook')]
+custom_hooks = [dict(type='clusterseg.RuntimeSafetyHook'),
+                dict(type='clusterseg.NonFiniteLossHook')]
