@@ -138,8 +138,9 @@ def test_cluster_maps_calls_only_the_contract():
             super().__init__()
             self.backbone, self.neck = Backbone(), nn.Identity()
             self.decode_head, self.auxiliary_head = Head(1), Head(2)
+            sample = type('Sample', (), {'metainfo': {'img_shape': (4, 12)}})()  # padded 4 -> 8 rows
             self.data_preprocessor = lambda batch, training: dict(
-                inputs=torch.zeros(1, 3, 8, 12), data_samples=[type('S', (), {'metainfo': {'img_shape': (4, 12)}})()])
+                inputs=torch.zeros(1, 3, 8, 12), data_samples=[sample])
 
         def extract_feat(self, x):
             return 'feats'
