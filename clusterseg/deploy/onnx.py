@@ -24,6 +24,7 @@ control flow of DPC-kNN. What exports per family, and with which dynamic shapes,
 docs/en/deployment.md.
 """
 import contextlib
+import copy
 import os
 import os.path as osp
 import tempfile
@@ -53,7 +54,7 @@ def build_model_for_export(config, checkpoint: Optional[str] = None, cfg_options
     if cfg_options:
         from clusterseg.apis.model_zoo import _load_config
         cfg = config if isinstance(config, Config) else _load_config(config)[0]
-        cfg.merge_from_dict(cfg_options)
+        cfg.merge_from_dict(copy.deepcopy(cfg_options))  # merging pops its _delete_ keys
         config = cfg
     return get_model(config, pretrained=checkpoint, device='cpu')
 
@@ -285,7 +286,71 @@ def _index_add_symbolic(g, self, dim, index, source, alpha=None):
     return g.op('ScatterElements', self, idx, source, axis_i=dim, reduction_s='add')
 
 
-_SYMBOLICS = {'aten::sort': _sort_symbolic, 'aten::index_add': _index_add_symbolic}
+def _without_out(name, num_args, opset):
+    """The stock symbolic of ``aten::{name}`` at ``opset``, also taking the ``.out`` overload (one
+    more, last, argument: the buffer written into), whose buffer is dropped: the exporter's
+    in-place pass already routes later uses of the buffer to the op's result. The cluster code
+    writes distance blocks into a reused buffer (``torch.bmm(..., out=buf)``) to save memory."""
+    from torch.onnx._internal.torchscript_exporter import registration
+    stock = registration.registry.get_function_group(f'aten::{name}').get(opset)
+
+    def symbolic(g, *args):
+        return stock(g, *args[:num_args])
+    symbolic.__name__ = f'{name}_without_out'
+    return symbolic
+
+
+def _symbolics(opset):
+    out = {'aten::sort': _sort_symbolic, 'aten::index_add': _index_add_symbolic}
+    for name, num_args in (('bmm', 2), ('matmul', 2), ('mul', 2), ('add', 3), ('sub', 3)):
+        out[f'aten::{name}'] = _without_out(name, num_args, opset)
+    return out
+
+
+def dpc_knn_traceable(x, num_clusters, k=5, memory_efficient=None, max_block_elems=None):
+    """DPC-kNN as one static graph: :func:`clusterseg.models.layers.dpc_cluster.dpc_knn`'s
+    definition (the same formula, rounding order and tie rules) computed on the whole (B, N, N)
+    distance matrix, with no Python control flow on values. The library's version walks blocks
+    whose number and sizes follow the data (the density peaks), which a traced graph would freeze
+    at the traced input; it is swapped for this one while exporting, and the export tests check
+    the ONNX graph against the library's eager output. ``memory_efficient`` and
+    ``max_block_elems`` are accepted and ignored (the graph holds the N x N matrix)."""
+    single = isinstance(num_clusters, int)
+    counts = [num_clusters] if single else [int(m) for m in num_clusters]
+    B, N, C = x.shape
+    x = x.detach().float()
+    k = min(k, N)
+    sq = x.pow(2).sum(-1)  # (B, N)
+    # (|a|^2 - 2 a.b) + |b|^2, clamped at 0, / C: D^2 (B, N, N)
+    d2 = (torch.bmm(x, x.transpose(1, 2)) * -2 + sq[:, :, None] + sq[:, None, :]).clamp_min(0) / C
+    rho = torch.exp(-d2.topk(k, dim=-1, largest=False).values.mean(-1))  # (B, N)
+    d2_max = d2.flatten(1).amax(-1)  # (B, )
+    by_rho = torch.sort(rho, dim=-1, descending=True, stable=True).indices  # (B, N)
+    idx = torch.arange(N, device=x.device)[None].expand(B, N)
+    rank = torch.zeros_like(by_rho).scatter(1, by_rho, idx)  # (B, N)
+    not_denser = rank[:, None, :] >= rank[:, :, None]  # (B, N, N): j is not denser than i
+    delta2 = d2.masked_fill(not_denser, float('inf')).amin(-1)  # (B, N)
+    delta2 = torch.where(torch.isinf(delta2), d2_max[:, None], delta2)  # the densest token
+    order = torch.sort(rho * delta2.sqrt(), dim=-1, descending=True, stable=True).indices  # (B, N)
+    results = []
+    for m in counts:
+        centres = order[:, :m]  # (B, M)
+        # nearest centre (argmin: the first, i.e. best-ranked, of equal distances)
+        assign = d2.gather(2, centres[:, None, :].expand(B, N, m)).argmin(-1)  # (B, N)
+        ranks = torch.arange(m, device=x.device)[None].expand(B, m)
+        results.append(assign.scatter(1, centres, ranks))  # a centre joins its own cluster
+    return results[0] if single else results
+
+
+@contextlib.contextmanager
+def _traceable_dpc_knn():
+    from clusterseg.models.layers import dpc_cluster
+    original = dpc_cluster.dpc_knn
+    dpc_cluster.dpc_knn = dpc_knn_traceable
+    try:
+        yield
+    finally:
+        dpc_cluster.dpc_knn = original
 
 
 @contextlib.contextmanager
@@ -294,16 +359,17 @@ def _export_patches(module, opset):
     if opset < 16:
         raise ExportError(f'opset {opset}: clusterseg exports need opset >= 16 (ScatterElements with '
                           'reduction, for the cluster pooling)')
-    for name, fn in _SYMBOLICS.items():
+    symbolics = _symbolics(opset)
+    for name, fn in symbolics.items():
         register_custom_op_symbolic(name, fn, opset)
     try:
-        with _exportable_adaptive_pools(module), warnings.catch_warnings():
+        with _exportable_adaptive_pools(module), _traceable_dpc_knn(), warnings.catch_warnings():
             # the TorchScript exporter's deprecation notice and tracer warnings about Python values
             # (sizes, asserts); the dynamic-shape tests check the graphs at other sizes
             warnings.simplefilter('ignore')
             yield
     finally:
-        for name in _SYMBOLICS:
+        for name in symbolics:
             unregister_custom_op_symbolic(name, opset)
 
 
