@@ -114,15 +114,29 @@ class TokenPool(nn.Module):
                 f'k={self.kernel_size}, s={self.stride}, extra_tokens={self.num_extra_tokens}')
 
 
-class FullAttention(nn.Module):
-    """Multi-head self-attention that can hand its attention map to the next layer.
+SHARE_IMPLS = ('map', 'qk', 'auto')
+"""How a full layer hands its attention to a sharing layer (``FullAttention(return_attn=...)``,
+``PSViT(share_impl=...)``); all three give the same outputs (up to fp32 rounding)."""
 
-    ``out = proj(softmax(q k^T / sqrt(d)) v)`` with timm/DeiT names (``qkv``, ``proj``). Only when
-    the caller asks for the map (``return_attn=True`` or ``'map'``, i.e. the next layer shares it)
-    is the (B, h, N, N) map materialised; otherwise the fused ``F.scaled_dot_product_attention``
-    runs. ``return_attn='qk'`` hands on ``(q, k)`` instead, from which a :class:`SharedAttention`
-    recomputes the same map inside the fused kernel (no N x N tensor, but the q k^T product is
-    paid again): the faster choice where fused attention beats a materialised map (many tokens).
+
+class FullAttention(nn.Module):
+    """Multi-head self-attention that can hand its attention to the next layer.
+
+    ``out = proj(softmax(q k^T / sqrt(d)) v)`` with timm/DeiT names (``qkv``, ``proj``). What is
+    handed on to a :class:`SharedAttention` (``return_attn``):
+
+    * ``'map'`` (or ``True``): the (B, h, N, N) map, materialised here; the sharing layer then
+      skips q k^T and the softmax (the MACs the paper saves), but the N x N tensor is written,
+      normalised and read twice.
+    * ``'qk'``: ``(q, k)``; both layers run the fused ``F.scaled_dot_product_attention`` and the
+      sharing layer recomputes the same map inside it (no N x N tensor; only the q / k
+      projections of the sharing layer are saved).
+    * ``'auto'``: ``'map'`` for a small map in inference, ``'qk'`` otherwise (:meth:`handoff`).
+      On our CPU a materialised pair (map + two ``A @ v``) is ~20 % faster than two fused calls
+      for maps up to ~1 MiB and 2-3x slower for large ones, where writing the N x N tensor
+      costs more than recomputing it (docs/en/psvit.md, "Speed").
+
+    Without a hand-off (``return_attn=False``) the fused kernel runs and nothing is kept.
 
     Args:
         dims (int): channels C.
@@ -133,6 +147,8 @@ class FullAttention(nn.Module):
     """
 
     shares_attention = False
+    #: ``'auto'`` materialises the map up to this many elements (B * h * N * N; 2**18 fp32 = 1 MiB)
+    auto_map_max_elements = 2**18
 
     def __init__(self, dims, num_heads, qkv_bias=True, attn_drop=0., proj_drop=0.):
         super().__init__()
@@ -145,27 +161,44 @@ class FullAttention(nn.Module):
         self.proj = nn.Linear(dims, dims)
         self.proj_drop = nn.Dropout(proj_drop)
 
+    def handoff(self, x, return_attn='auto'):
+        """What ``return_attn`` hands on for the input ``x`` (B, N, C): ``'map'``, ``'qk'`` or
+        False. ``'auto'`` is ``'map'`` only for a small map (``B * h * N * N <=
+        auto_map_max_elements``) with no gradient being recorded: in a training step the map
+        would also be kept for the backward pass, whose N x N softmax gradient costs as much
+        as the fused kernel's recomputation (measured), so ``'qk'`` is as fast and keeps less."""
+        if return_attn not in (False, True) + SHARE_IMPLS:
+            raise ValueError(f"return_attn must be False, True, 'map', 'qk' or 'auto', "
+                             f"got {return_attn!r}")
+        if return_attn == 'auto':
+            B, N, _ = x.shape
+            small = B * self.num_heads * N * N <= self.auto_map_max_elements
+            recording = torch.is_grad_enabled() and x.requires_grad
+            return 'map' if small and not recording else 'qk'
+        return 'map' if return_attn is True else return_attn
+
     def forward(self, x, attn=None, return_attn=False):
         """x: (B, N, C) -> (out (B, N, C), handed-on attention or None).
 
         Args:
             attn: ignored (a full layer computes its own map).
             return_attn (bool | str): False; True / ``'map'``: also return the (B, h, N, N) map;
-                ``'qk'``: also return ``(q, k)``, each (B, h, N, d), q unscaled.
+                ``'qk'``: also return ``(q, k)``, each (B, h, N, d), q unscaled; ``'auto'``: one
+                of the two by the map's size (:meth:`handoff`).
         """
-        if return_attn not in (False, True, 'map', 'qk'):
-            raise ValueError(f"return_attn must be False, True, 'map' or 'qk', got {return_attn!r}")
         B, N, C = x.shape
         h = self.num_heads
+        handoff = self.handoff(x, return_attn)
         q, k, v = self.qkv(x).view(B, N, 3, h, C // h).permute(2, 0, 3, 1, 4)  # 3 x (B, h, N, d)
         drop = self.attn_drop if self.training else 0.
-        if return_attn in (True, 'map'):
+        if handoff == 'map':
             attn = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)  # (B, h, N, N)
-            out = F.dropout(attn, drop, self.training) @ v  # (B, h, N, d)
+            # at p = 0 no dropout op at all (not even a no-op pass over the N x N map)
+            out = (F.dropout(attn, drop, True) if drop else attn) @ v  # (B, h, N, d)
         else:
-            attn = (q, k) if return_attn == 'qk' else None
-            out = F.scaled_dot_product_attention(q, k, v, dropout_p=drop)
-        out = self.proj_drop(self.proj(out.transpose(1, 2).reshape(B, N, C)))
+            attn = (q, k) if handoff == 'qk' else None
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=drop)  # (B, h, N, d)
+        out = self.proj_drop(self.proj(out.transpose(1, 2).reshape(B, N, C)))  # (B, N, C)
         return out, attn
 
 
@@ -204,7 +237,7 @@ class SharedAttention(nn.Module):
         h = self.num_heads
         if attn is None:
             raise ValueError('SharedAttention needs the previous layer\'s attention map: the layer '
-                             'before it must be called with return_attn=True')
+                             'before it must be called with return_attn="map", "qk" or "auto"')
         v = self.v(x).view(B, N, h, C // h).transpose(1, 2)  # (B, h, N, d)
         drop = self.attn_drop if self.training else 0.
         if isinstance(attn, (tuple, list)):
@@ -217,8 +250,8 @@ class SharedAttention(nn.Module):
             if attn.shape != (B, h, N, N):
                 raise ValueError(f'shared attention map must have shape {(B, h, N, N)} (B, h, N, N), '
                                  f'got {tuple(attn.shape)}')
-            out = F.dropout(attn, drop, self.training) @ v  # (B, h, N, d)
-        out = self.proj_drop(self.proj(out.transpose(1, 2).reshape(B, N, C)))
+            out = (F.dropout(attn, drop, True) if drop else attn) @ v  # (B, h, N, d)
+        out = self.proj_drop(self.proj(out.transpose(1, 2).reshape(B, N, C)))  # (B, N, C)
         return out, (attn if return_attn else None)
 
 

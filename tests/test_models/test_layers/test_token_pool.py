@@ -147,3 +147,73 @@ def test_invalid_sharing_is_rejected_naming_both_layers():
         check_attention_sharing([0, 0, 1, 0], [2, 2, 4, 4], [0, 0, 0, 0])
     with pytest.raises(ValueError, match='layer 0 cannot share'):
         check_attention_sharing([1, 0], [2, 2], [0, 0])
+
+
+def _pair(share_impl, x1, x2, full, shared):
+    """(out of the full layer, out of the sharing layer) with the given hand-off."""
+    out1, attn = full(x1, return_attn=share_impl)
+    out2, _ = shared(x2, attn)
+    return out1, out2, attn
+
+
+def test_auto_handoff_picks_the_map_only_for_small_maps_in_inference():
+    torch.manual_seed(0)
+    B, N, C, h = 2, 10, 12, 3
+    full, shared = FullAttention(C, h).eval(), SharedAttention(C, h).eval()
+    x1, x2 = torch.randn(B, N, C), torch.randn(B, N, C)
+    ref1, ref2, ref_map = _pair('map', x1, x2, full, shared)
+    # B * h * N * N = 600 elements: below the default bound -> the map itself is handed on
+    assert full.handoff(x1, 'auto') == 'map'
+    with torch.no_grad():
+        out1, out2, attn = _pair('auto', x1, x2, full, shared)
+    assert torch.is_tensor(attn) and attn.shape == (B, h, N, N)
+    torch.testing.assert_close(attn, _naive_attention_map(full, x1))
+    # a bound below 600 elements -> (q, k), the same outputs
+    full.auto_map_max_elements = B * h * N * N - 1
+    assert full.handoff(x1, 'auto') == 'qk'
+    with torch.no_grad():
+        out1_qk, out2_qk, qk = _pair('auto', x1, x2, full, shared)
+    assert isinstance(qk, tuple) and qk[0].shape == (B, h, N, C // h)
+    for a, b in ((out1, ref1), (out2, ref2), (out1_qk, ref1), (out2_qk, ref2)):
+        torch.testing.assert_close(a, b)
+    # while gradients are recorded 'auto' hands on (q, k) whatever the size
+    full.auto_map_max_elements = 10**9
+    assert full.handoff(x1.requires_grad_(), 'auto') == 'qk'
+    assert full.handoff(x1.detach(), True) == 'map' and full.handoff(x1, False) is False
+    with pytest.raises(ValueError, match=r"return_attn must be False, True, 'map', 'qk' or 'auto', got 'kv'"):
+        full.handoff(x1, 'kv')
+
+
+def test_map_and_qk_handoffs_give_the_same_gradients():
+    torch.manual_seed(0)
+    B, N, C, h = 2, 9, 12, 3
+    full, shared = FullAttention(C, h), SharedAttention(C, h)
+    x1, x2 = torch.randn(B, N, C), torch.randn(B, N, C)
+    grads = {}
+    for impl in ('map', 'qk'):
+        full.zero_grad(set_to_none=True)
+        shared.zero_grad(set_to_none=True)
+        a, b = x1.clone().requires_grad_(), x2.clone().requires_grad_()
+        out1, out2, _ = _pair(impl, a, b, full, shared)
+        (out1.square().sum() + (out2 * out1).sum()).backward()
+        grads[impl] = [a.grad, b.grad, full.qkv.weight.grad, full.qkv.bias.grad, shared.v.weight.grad,
+                       shared.proj.weight.grad]
+    for g_map, g_qk in zip(grads['map'], grads['qk']):
+        torch.testing.assert_close(g_qk, g_map)
+    # the sharing layer's loss reaches the full layer's q / k weights through the shared map
+    assert grads['qk'][2][:2 * C].abs().sum() > 0
+
+
+def test_attention_dropout_applies_to_the_used_map_not_the_handed_on_one():
+    torch.manual_seed(0)
+    B, N, C, h = 1, 16, 8, 2
+    full = FullAttention(C, h, attn_drop=0.5).train()
+    x = torch.randn(B, N, C)
+    out, attn = full(x, return_attn='map')
+    torch.testing.assert_close(attn, _naive_attention_map(full, x))  # pre-dropout
+    out_nodrop, _ = full.eval()(x, return_attn='map')
+    assert not torch.allclose(out, out_nodrop)  # the dropout did act on the map that was used
+    shared = SharedAttention(C, h, attn_drop=0.5).train()
+    y1, _ = shared(x, attn)
+    y2, _ = shared.eval()(x, attn)
+    assert not torch.allclose(y1, y2)
