@@ -1,74 +1,162 @@
-"""Inference time and peak memory of any set of configs at several resolutions and batch sizes.
+"""Time, GFLOP, GFLOP/s, GEMM fraction and peak memory of our backbones, their OpenMMLab peers and any configs, side by side.
 
-Each config's model is built (random weights: time and memory do not depend on them), put in
-eval mode, and run on random (B, 3, S, S) batches through its own ``predict`` (backbone, neck,
-head and the library's post-processing; the data preprocessor and loading are excluded), for
-every resolution S in ``--sizes`` and batch size B in ``--batch-sizes``. Configs from any scope
-(mmseg, mmdet, mmpretrain) mix freely, so the clusterseg models and their OpenMMLab peers (e.g.
-``configs/demo/segformer_mit-b0_*.py``, stock SegFormer) come out in the same table.
+Backbones (``--models``, default all of them when no config is given): PaCa-ViT tiny / small,
+ClusTR tiny / small, PSViT tiny / small (clusterseg) and the peers MiT-b1 (mmseg, SegFormer's
+encoder), PVTv2-b1 (mmdet) and Swin-T (mmseg), each with random weights, all output stages and
+drop path 0, on a random (B, 3, S, S) batch. Configs (positional, any OpenMMLab scope: mmseg,
+mmdet, mmpretrain) run the whole model: ``predict`` in infer mode (backbone, neck, head and the
+library's post-processing; no data loading or preprocessing), ``mode='tensor'`` in train mode.
 
-Time: the best (minimum) of ``--repeat`` calls after ``--warmup`` calls, in ms per batch; the
-minimum is the figure least disturbed by other processes on a shared machine.
-Peak memory: on CUDA, ``torch.cuda.max_memory_allocated`` over the calls (reset per point); on
-CPU, the growth of the process's peak RSS over the built model's. Each config runs in its own
-subprocess with its points in increasing B*S^2, so on CPU each point's peak is its own (a
-larger point cannot have run before it). A point that fails (size constraints, out of memory)
-is recorded with its error and left out of the plots.
+``--mode infer``: eval mode, no grad. ``--mode train``: one train-mode forward + backward of the
+mean squared outputs, parameter gradients freed after each step; ``--with-cp`` also runs every
+model that has gradient checkpointing with ``with_cp=True`` (the mmseg / mmdet convention) and
+prints the saving in peak memory.
 
-Writes ``benchmark.csv`` and ``time_vs_resolution.png``, ``memory_vs_resolution.png``
-(log-log, one line per model, one panel per batch size) to ``--out-dir``. A progress bar over the
-(config, batch size, size) points goes to stderr (--no-progress: none).
+Measured with ``clusterseg.utils.benchmark``, the harness every benchmark tool shares:
+Time: the best of ``--repeat`` calls after ``--warmup`` calls, in seconds per batch.
+GFLOP: torch's FlopCounterMode (matrix products, convolutions, attention); train mode counts 3x
+the forward. GEMM fraction: GFLOP/s over this machine's fp32 GEMM GFLOP/s, measured at the start
+of the same run with the same threads (a square matmul, --gemm-size).
+Peak memory: on CPU the growth of the worker's resident set (its high-water mark over the calls,
+warm-up included, minus its resident set just before them); on CUDA
+``torch.cuda.max_memory_allocated`` over the calls minus ``memory_allocated`` before them.
+Every (model, batch size, size) point runs in its own fresh process, sizes in increasing order. A
+point whose time (or memory), extrapolated from the model's previous size, exceeds
+``--max-seconds`` (or the free memory) is skipped with the reason, as is every larger one; a
+worker still running after 2 x --max-seconds + 120 s is stopped. A point that fails (an input
+size a model cannot take, out of memory) is recorded with its error and left out of the plot.
+
+Writes ``--csv`` (the harness's one schema) and ``--plot`` (time and peak memory vs size per
+model, GEMM fraction bars); ``--out-dir DIR`` puts them at DIR/benchmark.csv and
+DIR/benchmark.png. A progress bar over the points goes to stderr (--no-progress: none).
 
 example:
+  # the backbone table: ours and the peers at 224, 512 and 1024 px
+  python tools/analysis_tools/benchmark.py --sizes 224 512 1024 --csv work_dirs/benchmark/infer.csv \\
+      --plot work_dirs/benchmark/infer.png
+  # training step, peak memory with and without gradient checkpointing
+  python tools/analysis_tools/benchmark.py --mode train --with-cp --sizes 512 --batch-sizes 1 8 \\
+      --models pacavit-tiny clustr-tiny psvit-tiny mit-b1 pvtv2-b1 --out-dir work_dirs/benchmark_train
+  # whole models from configs, any scope
   python tools/analysis_tools/benchmark.py \\
       configs/pacavit/pacahead_pacavit-tiny_1xb4-300it_synthetic-ade20k-128x128.py \\
       configs/demo/segformer_mit-b0_1xb8-300it_synthetic-ade20k-128x128.py \\
       --sizes 64 128 256 512 --batch-sizes 1 4 --out-dir work_dirs/benchmark
 """
 import argparse
-import csv
-import json
 import os
 import os.path as osp
-import resource
-import subprocess
 import sys
-import time
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, REPO)
 
-from clusterseg.utils.progress import Progress, add_progress_argument  # noqa: E402
-
-FIELDS = ['model', 'config', 'scope', 'batch_size', 'size', 'time_ms', 'peak_mem_mb', 'device',
-          'threads', 'error']
+from clusterseg.utils import benchmark as bm  # noqa: E402
+from clusterseg.utils.progress import Progress, add_progress_argument, echo  # noqa: E402
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__.split('\n\n')[0], epilog=__doc__[__doc__.index('Time:'):],
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('configs', nargs='+', help='config files (any OpenMMLab scope)')
-    parser.add_argument('--names', nargs='+', help='one label per config (default: file name)')
-    parser.add_argument('--sizes', type=int, nargs='+', default=[128, 256, 512],
-                        help='square input resolutions S')
-    parser.add_argument('--batch-sizes', type=int, nargs='+', default=[1], help='batch sizes B')
-    parser.add_argument('--repeat', type=int, default=5, help='timed calls per point')
-    parser.add_argument('--warmup', type=int, default=1, help='untimed calls per point')
-    parser.add_argument('--device', default='cpu', help='cpu or cuda[:i]')
-    parser.add_argument('--threads', type=int, default=None, help='torch CPU threads')
-    parser.add_argument('--out-dir', default='work_dirs/benchmark', help='CSV and PNGs go here')
-    add_progress_argument(parser)
-    parser.add_argument('--worker', action='store_true', help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.names and len(args.names) != len(args.configs):
-        parser.error(f'--names needs one label per config ({len(args.configs)})')
-    return args
+# ---------------------------------------------------------------------------- what is built
+def _pacavit(arch, **kwargs):
+    def build(size, with_cp):
+        from clusterseg.models.backbones import PaCaViT
+        return PaCaViT(arch, out_indices=(0, 1, 2, 3), drop_path_rate=0., with_cp=with_cp, **kwargs)
+    return build
 
 
-# ---------------------------------------------------------------------------- worker side
-def _peak_rss_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+def _clustr(arch):
+    def build(size, with_cp):
+        from clusterseg.models.backbones import ClusTR
+        return ClusTR(arch, out_indices=(0, 1, 2, 3), drop_path_rate=0., with_cp=with_cp)
+    return build
+
+
+def _psvit(arch):
+    def build(size, with_cp):
+        from clusterseg.models.backbones import PSViT
+        # the dense-prediction set-up of configs/psvit/pacahead_*: every stage's feature map
+        return PSViT(arch, img_size=size, out_type='featmap', out_indices=(0, 1, 2, 3),
+                     drop_path_rate=0., with_cp=with_cp)
+    return build
+
+
+def _mit_b1(size, with_cp):
+    from mmseg.models.backbones import MixVisionTransformer
+    return MixVisionTransformer(embed_dims=64, num_layers=[2, 2, 2, 2], num_heads=[1, 2, 5, 8],
+                                drop_path_rate=0., with_cp=with_cp)
+
+
+def _pvtv2_b1(size, with_cp):
+    from mmdet.models.backbones import PyramidVisionTransformerV2
+    return PyramidVisionTransformerV2(embed_dims=64, num_layers=[2, 2, 2, 2], drop_path_rate=0.)
+
+
+def _swin_t(size, with_cp):
+    from mmseg.models.backbones import SwinTransformer
+    return SwinTransformer(drop_path_rate=0., with_cp=with_cp)  # its defaults are Swin-T
+
+
+# name -> build(size, with_cp) and whether with_cp exists; the order is the table's
+BACKBONES = {
+    'pacavit-tiny': dict(build=_pacavit('tiny'), cp=True),
+    'pacavit-small': dict(build=_pacavit('small'), cp=True),
+    'clustr-tiny': dict(build=_clustr('tiny'), cp=True),
+    'clustr-small': dict(build=_clustr('small'), cp=True),
+    'psvit-tiny': dict(build=_psvit('tiny'), cp=True),
+    'psvit-small': dict(build=_psvit('small'), cp=True),
+    'mit-b1': dict(build=_mit_b1, cp=True),
+    'pvtv2-b1': dict(build=_pvtv2_b1, cp=False),
+    'swin-t': dict(build=_swin_t, cp=True),
+}
+
+
+def _tensors(out):
+    """The tensors in a (nested) model output."""
+    import torch
+    if torch.is_tensor(out):
+        return [out]
+    if isinstance(out, dict):
+        out = list(out.values())
+    if isinstance(out, (list, tuple)):
+        return [t for o in out for t in _tensors(o)]
+    return []
+
+
+def _point(model, forward, x, mode, repeat, warmup, device):
+    """The harness's measurement of one built model: ``forward(x)`` in infer or train mode."""
+    import torch
+    params = sum(p.numel() for p in model.parameters())
+    if mode == 'infer':
+        model.eval()
+
+        def step():
+            with torch.no_grad():
+                forward(x)
+        flop_fn, scale = None, 1  # the first warm-up forward is counted
+    else:
+        model.train()
+
+        def step():
+            loss = sum((t.float() ** 2).mean() for t in _tensors(forward(x)) if t.requires_grad)
+            loss.backward()
+            model.zero_grad(set_to_none=True)
+
+        def flop_fn():
+            with torch.no_grad():
+                forward(x)
+        scale = bm.TRAIN_FLOP_FACTOR
+    m = bm.measure(step, repeat, warmup, device, flop_fn=flop_fn, flop_scale=scale)
+    return dict(time_s=m['time_s'], flops=m['flops'], peak_mem_mib=m['peak_mem_mib'], params=params,
+                threads=torch.get_num_threads())
+
+
+def backbone_point(name, size, batch, mode='infer', with_cp=False, repeat=3, warmup=1,
+                   device='cpu', zoo=None):
+    """Worker: one backbone of ``zoo`` (default :data:`BACKBONES`) at one point."""
+    import torch
+    torch.manual_seed(0)
+    model = (zoo or BACKBONES)[name]['build'](size, with_cp).to(device)
+    x = torch.randn(batch, 3, size, size, device=device)
+    return _point(model, model, x, mode, repeat, warmup, device)
 
 
 def _data_samples(scope, batch_size, size):
@@ -84,7 +172,9 @@ def _data_samples(scope, batch_size, size):
     return None
 
 
-def _build(config, size, device):
+def config_point(config, size, batch, mode='infer', with_cp=False, repeat=3, warmup=1,
+                 device='cpu'):
+    """Worker: the model of ``config`` (random weights) at one point."""
     import torch
     from mmengine.config import Config
     from mmengine.registry import MODELS, DefaultScope
@@ -96,159 +186,217 @@ def _build(config, size, device):
     backbone = cfg.model.get('backbone', {})
     if 'init_cfg' in backbone:
         backbone.init_cfg = None  # no pretrained download
+    if with_cp:
+        backbone.with_cp = True
     scope = cfg.get('default_scope', 'mmengine')
     with DefaultScope.overwrite_default_scope(scope):
         torch.manual_seed(0)
-        model = MODELS.build(cfg.model)
-    return scope, model.to(device).eval()
-
-
-def measure(config, sizes, batch_sizes, repeat=5, warmup=1, device='cpu'):
-    """Yields one result dict per (batch size, size), in increasing B*S^2."""
-    import torch
-    from mmengine.registry import DefaultScope
-    cuda = device.startswith('cuda')
-    points = sorted(((b, s) for b in batch_sizes for s in sizes), key=lambda p: (p[0] * p[1] ** 2, p))
-    rebuild = None
-    model = scope = None
-    base_rss = None
-    for b, s in points:
-        row = dict(config=config, batch_size=b, size=s, device=device,
-                   threads=torch.get_num_threads(), time_ms=float('nan'),
-                   peak_mem_mb=float('nan'), error='')
-        try:
-            if model is None or rebuild:
-                scope, model = _build(config, s, device)
-                rebuild = hasattr(model, 'input_size') or 'input_size' in getattr(model, '__dict__', {})
-            row['scope'] = scope
-            x = torch.rand(b, 3, s, s, device=device) * 255
-            samples = _data_samples(scope, b, s)
-            if cuda:
-                torch.cuda.synchronize(device)
-                torch.cuda.reset_peak_memory_stats(device)
-                base = torch.cuda.memory_allocated(device)
-            elif base_rss is None:
-                base_rss = _peak_rss_mb()
-            times = []
-            with torch.no_grad(), DefaultScope.overwrite_default_scope(scope):
-                for i in range(warmup + repeat):
-                    if cuda:
-                        torch.cuda.synchronize(device)
-                    t0 = time.perf_counter()
-                    model(x, samples, mode='predict')
-                    if cuda:
-                        torch.cuda.synchronize(device)
-                    if i >= warmup:
-                        times.append((time.perf_counter() - t0) * 1000)
-            row['time_ms'] = min(times)
-            row['peak_mem_mb'] = ((torch.cuda.max_memory_allocated(device) - base) / 2**20 if cuda
-                                  else _peak_rss_mb() - base_rss)
-        except Exception as e:  # recorded, and the other points still run
-            row['error'] = f'{type(e).__name__}: {str(e).splitlines()[0][:200]}' if str(e) else type(e).__name__
-            if cuda:
-                torch.cuda.empty_cache()
-        yield row
-
-
-def worker(args):
-    import torch
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    for row in measure(args.configs[0], args.sizes, args.batch_sizes, args.repeat, args.warmup,
-                       args.device):
-        print('@@' + json.dumps(row), flush=True)
+        model = MODELS.build(cfg.model).to(device)
+        x = torch.rand(batch, 3, size, size, device=device) * 255
+        samples = _data_samples(scope, batch, size)
+        call = 'predict' if mode == 'infer' else 'tensor'
+        return _point(model, lambda inputs: model(inputs, samples, mode=call), x, mode, repeat,
+                      warmup, device)
 
 
 # ---------------------------------------------------------------------------- driver side
-def run_config(args, config):
-    """Runs one config in a fresh subprocess; yields its rows as they come."""
-    cmd = [sys.executable, osp.abspath(__file__), config, '--worker', '--sizes',
-           *map(str, args.sizes), '--batch-sizes', *map(str, args.batch_sizes), '--repeat',
-           str(args.repeat), '--warmup', str(args.warmup), '--device', args.device]
-    if args.threads:
-        cmd += ['--threads', str(args.threads)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    n = 0
-    for line in proc.stdout:
-        if line.startswith('@@'):
-            n += 1
-            yield json.loads(line[2:])
-    err = proc.stderr.read()
-    proc.wait()
-    if n < len(args.sizes) * len(args.batch_sizes):  # the worker itself died
-        tail = err.strip().splitlines()[-1] if err.strip() else f'exit {proc.returncode}'
-        done = n
-        for b in args.batch_sizes:
-            for s in args.sizes:
-                if done > 0:
-                    done -= 1
-                    continue
-                yield dict(config=config, batch_size=b, size=s, device=args.device,
-                           threads=args.threads, time_ms=float('nan'),
-                           peak_mem_mb=float('nan'), error=f'worker failed: {tail[:200]}')
+def measure_gemm(device='cpu', threads=None, n=None):
+    """This machine's fp32 GEMM GFLOP/s, in a worker with the points' threads."""
+    return bm.run_isolated(bm.gemm_gflops, dict(n=n, device=device), name='fp32 GEMM',
+                           threads=threads, timeout=600)
 
 
-def plot(rows, out_dir):
+def run_points(entries, sizes, batch_sizes, mode='infer', with_cp=False, repeat=3, warmup=1,
+               device='cpu', threads=None, max_seconds=None, gemm=None, progress=True,
+               worker=backbone_point, skip=None, zoo=None):
+    """Measure every entry at every (batch size, size), each point in a fresh process.
+
+    Args:
+        entries (list[tuple]): ``(name, kind, what)``: kind ``'backbone'`` (``what`` a name of
+            ``zoo``) or ``'config'`` (``what`` a config path).
+        worker (callable): the backbone worker (a script with its own zoo passes its own).
+        skip (callable | None): ``skip(name, size, batch) -> reason or ''`` (a script's rule).
+        zoo (dict): backbone name -> dict(build, cp), for which ones have ``with_cp``.
+
+    Returns:
+        list[dict]: rows in the harness's schema, in the order measured.
+    """
+    zoo = zoo or BACKBONES
+    variants = []
+    for name, kind, what in entries:
+        variants.append((name, kind, what, False))
+        if with_cp and (kind == 'config' or zoo[what]['cp']):
+            variants.append((name + '+cp', kind, what, True))
+    guard = bm.SizeGuard(max_seconds, calls=warmup + repeat + (mode == 'train'), device=device)
+    timeout = 2 * max_seconds + 120 if max_seconds else None
+    rows = []
+    total = len(variants) * len(sizes) * len(batch_sizes)
+    with Progress(total, 'benchmark points', enabled=progress) as bar:
+        for name, kind, what, cp in variants:
+            for b in sorted(batch_sizes):
+                for s in sorted(sizes):
+                    reason = (skip(name, s, b) if skip else '') or guard.check(name, s, b)
+                    row = bm.make_row(name, mode, s, b, device=device, error=reason,
+                                      gemm_gflops_per_s=gemm)
+                    if not reason:
+                        kwargs = dict(size=s, batch=b, mode=mode, with_cp=cp, repeat=repeat,
+                                      warmup=warmup, device=device)
+                        try:
+                            if kind == 'config':
+                                r = bm.run_isolated(config_point, dict(config=what, **kwargs),
+                                                    name=f'{name} {s}px B={b}', threads=threads,
+                                                    timeout=timeout)
+                            else:
+                                r = bm.run_isolated(worker, dict(name=what, **kwargs),
+                                                    name=f'{name} {s}px B={b}', threads=threads,
+                                                    timeout=timeout)
+                            row = bm.make_row(name, mode, s, b, gemm_gflops_per_s=gemm, device=device,
+                                              note=osp.basename(what) if kind == 'config' else '',
+                                              **r)
+                        except bm.WorkerError as e:
+                            row['error'] = e.detail
+                    guard.record(row)
+                    rows.append(row)
+                    bar.update()
+                    echo(bm.format_row(row))
+    return rows
+
+
+def cp_summary(rows):
+    """Lines: peak memory and time with ``with_cp`` against the same model without."""
+    lines = []
+    plain = {(r['model'], r['height'], r['width'], r['batch']): r for r in rows if not r['error']}
+    for r in rows:
+        if not r['model'].endswith('+cp') or r['error']:
+            continue
+        p = plain.get((r['model'][:-3], r['height'], r['width'], r['batch']))
+        if p is None:
+            continue
+        saving = 100 * (1 - r['peak_mem_mib'] / max(p['peak_mem_mib'], 1))
+        lines.append(f"{p['model']} {bm.size_label(r)}px batch {r['batch']} ({r['mode']}): with_cp peak "
+                     f"{r['peak_mem_mib']:.0f} MiB vs {p['peak_mem_mib']:.0f} MiB ({saving:.0f}% less), "
+                     f"time x{r['time_s'] / p['time_s']:.2f}")
+    return lines
+
+
+def plot(rows, path):
+    """Time and peak memory vs size (log-log, one line per model and batch size) and the GEMM
+    fraction (bars per model, one per size) in one PNG."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     ok = [r for r in rows if not r['error']]
-    batch_sizes = sorted({r['batch_size'] for r in rows})
-    models = list(dict.fromkeys(r['model'] for r in rows))
-    files = []
-    for key, label, name in [('time_ms', 'time per batch (ms)', 'time_vs_resolution.png'),
-                             ('peak_mem_mb', 'peak memory (MiB)', 'memory_vs_resolution.png')]:
-        fig, axes = plt.subplots(1, len(batch_sizes), figsize=(5 * len(batch_sizes), 4),
-                                 squeeze=False)
-        for ax, b in zip(axes[0], batch_sizes):
-            for m in models:
-                pts = sorted((r['size'], r[key]) for r in ok
-                             if r['model'] == m and r['batch_size'] == b and r[key] > 0)
-                if pts:
-                    ax.plot(*zip(*pts), marker='o', label=m)
-            ax.set_xscale('log', base=2)
-            ax.set_yscale('log')
-            ax.set_xlabel('input resolution S (S x S)')
-            ax.set_ylabel(label)
-            ax.set_title(f'batch size {b} ({rows[0]["device"]})')
-            ax.grid(True, which='both', alpha=0.3)
-            ax.legend(fontsize=7)
-        fig.tight_layout()
-        path = osp.join(out_dir, name)
-        fig.savefig(path, dpi=80)
-        plt.close(fig)
-        files.append(path)
-    return files
+    lines = list(dict.fromkeys((r['model'], r['batch']) for r in ok))
+    several = len({b for _, b in lines}) > 1
+    fig, axes = plt.subplots(1, 3, figsize=(17, 4.5))
+    for ax, key, label in ((axes[0], 'time_s', 'time per batch (s)'),
+                           (axes[1], 'peak_mem_mib', 'peak memory (MiB)')):
+        for m, b in lines:
+            pts = sorted((r['height'], r[key]) for r in ok
+                         if (r['model'], r['batch']) == (m, b) and r[key] == r[key] and r[key] > 0)
+            if pts:
+                ax.plot(*zip(*pts), marker='o', label=f'{m} B={b}' if several else m)
+        ax.set_xscale('log', base=2)
+        ax.set_yscale('log')
+        ax.set_xlabel('input size S (S x S)')
+        ax.set_ylabel(label)
+        ax.grid(True, which='both', alpha=0.3)
+        ax.legend(fontsize=7)
+    sizes = sorted({r['height'] for r in ok})
+    width = 0.8 / max(len(sizes), 1)
+    for i, s in enumerate(sizes):
+        xs, ys = [], []
+        for j, (m, b) in enumerate(lines):
+            r = next((r for r in ok if (r['model'], r['batch'], r['height']) == (m, b, s)), None)
+            if r is not None and r['gemm_fraction'] == r['gemm_fraction']:
+                xs.append(j + (i - (len(sizes) - 1) / 2) * width)
+                ys.append(r['gemm_fraction'])
+        axes[2].bar(xs, ys, width=width, label=f'{s} px')
+    axes[2].set_xticks(range(len(lines)))
+    axes[2].set_xticklabels([f'{m} B={b}' if several else m for m, b in lines], rotation=45,
+                            ha='right', fontsize=7)
+    axes[2].set_ylabel('achieved / fp32 GEMM FLOP/s')
+    axes[2].legend(fontsize=7)
+    axes[2].grid(True, axis='y', alpha=0.3)
+    mode, device = (rows[0]['mode'], rows[0]['device']) if rows else ('', '')
+    fig.suptitle(f'{mode} on {device}')
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__.split('\n\n')[0], epilog=__doc__[__doc__.index('Measured with'):],
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('configs', nargs='*', help='config files (any OpenMMLab scope)')
+    parser.add_argument('--names', nargs='+', help='one label per config (default: file name)')
+    parser.add_argument('--models', nargs='+', choices=list(BACKBONES) + ['all'],
+                        help="backbones to include ('all'; default: all when no config is given, "
+                             'none otherwise)')
+    parser.add_argument('--sizes', type=int, nargs='+', default=[224, 512, 1024],
+                        help='square input resolutions S')
+    parser.add_argument('--batch-sizes', type=int, nargs='+', default=[1], help='batch sizes B')
+    parser.add_argument('--mode', choices=bm.MODES, default='infer',
+                        help="'infer': eval, no grad; 'train': forward + backward")
+    parser.add_argument('--with-cp', action='store_true',
+                        help='also run each model that has it with gradient checkpointing '
+                             '(with_cp=True) and print the peak-memory saving (with --mode train)')
+    parser.add_argument('--repeat', type=int, default=3, help='timed calls per point (best kept)')
+    parser.add_argument('--warmup', type=int, default=1, help='untimed calls per point')
+    parser.add_argument('--device', default='cpu', help='cpu or cuda[:i]')
+    parser.add_argument('--threads', type=int, default=None, help='torch CPU threads')
+    parser.add_argument('--max-seconds', type=float, default=300,
+                        help="skip a point whose calls would take longer (extrapolated from the "
+                             "model's previous size); 0: no limit")
+    parser.add_argument('--gemm-size', type=int, default=None,
+                        help='side of the square fp32 matmul of the GEMM throughput '
+                             '(default: 2048 on CPU, 8192 on CUDA)')
+    parser.add_argument('--csv', help='write the rows here (default: OUT_DIR/benchmark.csv)')
+    parser.add_argument('--plot', help='write the plot here (default: OUT_DIR/benchmark.png)')
+    parser.add_argument('--out-dir', help='folder for benchmark.csv and benchmark.png '
+                                          '(default: work_dirs/benchmark if neither --csv nor --plot)')
+    add_progress_argument(parser)
+    args = parser.parse_args(argv)
+    if args.names and len(args.names) != len(args.configs):
+        parser.error(f'--names needs one label per config ({len(args.configs)})')
+    if args.repeat < 1 or args.warmup < 0:
+        parser.error('--repeat must be >= 1 and --warmup >= 0')
+    if args.models is None and not args.configs or args.models and 'all' in args.models:
+        args.models = list(BACKBONES)
+    if args.out_dir is None and args.csv is None and args.plot is None:
+        args.out_dir = 'work_dirs/benchmark'
+    if args.out_dir:
+        args.csv = args.csv or osp.join(args.out_dir, 'benchmark.csv')
+        args.plot = args.plot or osp.join(args.out_dir, 'benchmark.png')
+    return args
 
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.worker:
-        return worker(args)
-    os.makedirs(args.out_dir, exist_ok=True)
     names = args.names or [osp.splitext(osp.basename(c))[0] for c in args.configs]
-    total = len(args.configs) * len(args.sizes) * len(args.batch_sizes)
-    print(f'benchmarking {len(args.configs)} configs x {len(args.sizes)} sizes x '
-          f'{len(args.batch_sizes)} batch sizes on {args.device}')
-    rows = []
-    with Progress(total, 'benchmark points', enabled=not args.no_progress) as bar:
-        for name, config in zip(names, args.configs):
-            for row in run_config(args, config):
-                row['model'] = name
-                rows.append(row)
-                bar.update()
-    csv_path = osp.join(args.out_dir, 'benchmark.csv')
-    with open(csv_path, 'w', newline='') as f:
-        writer = csv.DictWriter(f, fieldnames=FIELDS, extrasaction='ignore')
-        writer.writeheader()
-        for r in sorted(rows, key=lambda r: (names.index(r['model']), r['batch_size'], r['size'])):
-            writer.writerow({k: (round(v, 2) if isinstance(v, float) else v)
-                             for k, v in r.items()})
-    files = plot(rows, args.out_dir)
-    for r in rows:
-        if r['error']:
-            print(f'{r["model"]} B={r["batch_size"]} S={r["size"]}: {r["error"]}')
-    print(f'wrote {csv_path}, ' + ', '.join(files))
+    entries = ([(m, 'backbone', m) for m in args.models or []]
+               + [(n, 'config', c) for n, c in zip(names, args.configs)])
+    gemm = measure_gemm(args.device, args.threads, args.gemm_size)
+    print(f'{len(entries)} models x {len(args.sizes)} sizes x {len(args.batch_sizes)} batch sizes, '
+          f'{args.mode} on {args.device}; fp32 GEMM (n={args.gemm_size or bm.default_gemm_size(args.device)}): '
+          f'{gemm:.1f} GFLOP/s')
+    rows = run_points(entries, args.sizes, args.batch_sizes, args.mode, args.with_cp, args.repeat,
+                      args.warmup, args.device, args.threads, args.max_seconds or None, gemm,
+                      not args.no_progress)
+    print()
+    print(bm.format_table(rows))
+    for line in cp_summary(rows):
+        print(line)
+    files = []
+    if args.csv:
+        files.append(bm.write_csv(rows, args.csv))
+    if args.plot:
+        os.makedirs(osp.dirname(osp.abspath(args.plot)), exist_ok=True)
+        files.append(plot(rows, args.plot))
+    print('wrote ' + ', '.join(files))
+    return rows
 
 
 if __name__ == '__main__':
