@@ -83,3 +83,39 @@ def test_synthetic_class_counts_match_generator():
             continue
         checked += 1
     assert checked >= 3
+
+
+# the ADE20K / COCO model bases every backbone shares: the head, the losses, the pre-processor
+SHARED_MODEL_BASES = ('upernet_ade20k.py', 'pacahead_ade20k.py', 'mask-rcnn_fpn.py')
+# configs that still replace a whole backbone dict, and why
+BACKBONE_DELETE_ALLOWED = {
+    # their base is the kMaX-DeepLab R50 model itself (the paper's), not a shared base
+    'configs/kmax_deeplab/kmax-deeplab_convnext-t_32xb2-150k_coco-panoptic-1280x1280.py',
+    'configs/kmax_deeplab/kmax-deeplab_pacavit-tiny_32xb2-150k_coco-panoptic-1280x1280.py',
+    'configs/kmax_deeplab/kmax-deeplab_clustr-small_32xb2-150k_coco-panoptic-1280x1280.py',
+    # a preset name (str) becomes an explicit arch dict
+    'configs/demo/pacahead_pacavit-demo_1xb8-300it_synthetic-ade20k-128x128.py',
+}
+
+
+def test_shared_model_bases_leave_the_backbone_to_each_method():
+    """No config needs ``_delete_=True`` to give its own backbone: the shared bases have none."""
+    import re
+    for name in SHARED_MODEL_BASES:
+        cfg = Config.fromfile(osp.join(REPO, 'configs', '_base_', 'models', name))
+        assert 'backbone' not in cfg.model, name
+    swapping = {osp.relpath(p, REPO) for p in CONFIGS
+                if re.search(r'backbone=dict\(\s*_delete_=True', open(p).read())}
+    assert swapping == BACKBONE_DELETE_ALLOWED
+
+
+@pytest.mark.parametrize('variant,channels', [('small', 576), ('base', 1152)])
+def test_psvit_imagenet_variants_inherit_the_tiny_recipe(variant, channels):
+    path = osp.join(REPO, 'configs', 'psvit', f'psvit-{variant}_8xb128-300e_in1k.py')
+    tiny = Config.fromfile(osp.join(REPO, 'configs', 'psvit', 'psvit-tiny_8xb128-300e_in1k.py')).to_dict()
+    cfg = Config.fromfile(path)
+    assert cfg.filename and "_base_ = './psvit-tiny_8xb128-300e_in1k.py'" in open(path).read()
+    assert cfg.model.backbone.arch == variant and cfg.model.head.in_channels == channels
+    d = cfg.to_dict()
+    d['model']['backbone']['arch'], d['model']['head']['in_channels'] = 'tiny', 288
+    assert d == tiny  # everything else is the tiny recipe

@@ -11,7 +11,6 @@ _base_ = [
 ]
 model = dict(
     backbone=dict(
-        _delete_=True,
         type='clusterseg.ClusTR',
         arch='tiny',
         out_indices=(0, 1, 2, 3),

@@ -7,7 +7,7 @@ _base_ = [
     '../_base_/default_runtime_mmdet.py',
 ]
 model = dict(
-    backbone=dict(_delete_=True, type='clusterseg.ClusTR', arch='tiny', out_indices=(0, 1, 2, 3),
+    backbone=dict(type='clusterseg.ClusTR', arch='tiny', out_indices=(0, 1, 2, 3),
                   drop_path_rate=0.1),
     neck=dict(in_channels=[64, 128, 256, 512]),
     rpn_head=dict(anchor_generator=dict(scales=[4])),  # objects of 10-60 px

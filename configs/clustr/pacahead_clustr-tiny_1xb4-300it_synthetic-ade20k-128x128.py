@@ -1,7 +1,7 @@
 # Synthetic-data sibling of pacahead_clustr-tiny_8xb2-160k_ade20k-512x512.py: the same model on the
 # synthetic ADE20K-format set (8 classes, 128x128), trained from scratch on a CPU in minutes.
 _base_ = [
-    '../_base_/models/pacahead_pacavit.py',
+    '../_base_/models/pacahead_ade20k.py',
     '../_base_/datasets/synthetic_ade20k.py',
     '../_base_/schedules/schedule_synthetic_seg.py',
     '../_base_/default_runtime_mmseg.py',
@@ -9,7 +9,6 @@ _base_ = [
 model = dict(
     data_preprocessor=dict(size=(128, 128)),
     backbone=dict(
-        _delete_=True,
         type='clusterseg.ClusTR',
         arch='tiny',
         out_indices=(0, 1, 2, 3),

@@ -2,14 +2,13 @@
 # PaCa-head recipe): AdamW lr 6e-5, wd 0.01 (none on norms), lr x10 for the head, warm-up 1500
 # iterations then poly(1.0), stochastic depth 0.1, single-scale test.
 _base_ = [
-    '../_base_/models/pacahead_pacavit.py',
+    '../_base_/models/pacahead_ade20k.py',
     '../_base_/datasets/ade20k.py',
     '../_base_/schedules/schedule_160k.py',
     '../_base_/default_runtime_mmseg.py',
 ]
 model = dict(
     backbone=dict(
-        _delete_=True,
         type='clusterseg.ClusTR',
         arch='tiny',
         out_indices=(0, 1, 2, 3),

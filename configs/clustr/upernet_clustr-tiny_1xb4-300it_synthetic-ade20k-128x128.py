@@ -1,6 +1,6 @@
 # Synthetic-data sibling of upernet_clustr-tiny_8xb2-160k_ade20k-512x512.py (CPU, minutes).
 _base_ = [
-    '../_base_/models/upernet_pacavit.py',
+    '../_base_/models/upernet_ade20k.py',
     '../_base_/datasets/synthetic_ade20k.py',
     '../_base_/schedules/schedule_synthetic_seg.py',
     '../_base_/default_runtime_mmseg.py',
@@ -8,7 +8,6 @@ _base_ = [
 model = dict(
     data_preprocessor=dict(size=(128, 128)),
     backbone=dict(
-        _delete_=True,
         type='clusterseg.ClusTR',
         arch='tiny',
         out_indices=(0, 1, 2, 3),

@@ -2,14 +2,13 @@
 # segmentation setting is unknown: the Swin / PaCa-ViT UperNet recipe): AdamW lr 6e-5, wd 0.01 (none
 # on norms), warm-up 1500 iterations then poly(1.0), stochastic depth 0.1, single-scale test.
 _base_ = [
-    '../_base_/models/upernet_pacavit.py',
+    '../_base_/models/upernet_ade20k.py',
     '../_base_/datasets/ade20k.py',
     '../_base_/schedules/schedule_160k.py',
     '../_base_/default_runtime_mmseg.py',
 ]
 model = dict(
     backbone=dict(
-        _delete_=True,
         type='clusterseg.ClusTR',
         arch='tiny',
         out_indices=(0, 1, 2, 3),

@@ -8,7 +8,9 @@ _base_ = [
 ]
 num_classes = 5  # len(clusterseg.datasets.synthetic.SYNTH_COCO_CLASSES); a test checks it
 model = dict(
-    backbone=dict(depth=18, base_channels=16, frozen_stages=-1, norm_eval=False, init_cfg=None),
+    backbone=dict(type='ResNet', depth=18, base_channels=16, num_stages=4, out_indices=(0, 1, 2, 3),
+                  frozen_stages=-1, norm_cfg=dict(type='BN', requires_grad=True), norm_eval=False,
+                  style='pytorch', init_cfg=None),
     neck=dict(in_channels=[16, 32, 64, 128], out_channels=64),
     rpn_head=dict(in_channels=64, feat_channels=64,
                   anchor_generator=dict(scales=[4])),

@@ -8,7 +8,6 @@ _base_ = [
 ]
 model = dict(
     backbone=dict(
-        _delete_=True,
         type='clusterseg.PaCaViT',
         arch='tiny',
         out_indices=(0, 1, 2, 3),

@@ -12,7 +12,6 @@ _base_ = [
 ]
 model = dict(
     backbone=dict(
-        _delete_=True,
         type='clusterseg.PSViT',
         arch='tiny',
         img_size=224,

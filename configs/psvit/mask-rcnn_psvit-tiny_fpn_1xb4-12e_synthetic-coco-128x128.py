@@ -7,7 +7,7 @@ _base_ = [
     '../_base_/default_runtime_mmdet.py',
 ]
 model = dict(
-    backbone=dict(_delete_=True, type='clusterseg.PSViT', arch='tiny', img_size=128,
+    backbone=dict(type='clusterseg.PSViT', arch='tiny', img_size=128,
                   out_type='featmap', out_indices=(0, 1, 2, 3), drop_path_rate=0.1),
     neck=dict(in_channels=[96, 96, 192, 288]),
     rpn_head=dict(anchor_generator=dict(scales=[4])),  # objects of 10-60 px

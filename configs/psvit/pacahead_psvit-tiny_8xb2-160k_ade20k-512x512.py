@@ -1,14 +1,13 @@
 # PaCa head + PSViT-tiny, ADE20K 512x512, 160k iterations, 8 GPUs x 2 (the PaCa-ViT head recipe,
 # spec pacavit.md §4.1): AdamW lr 6e-5, wd 0.01, lr x10 for the head, warm-up 1500 then poly(1.0).
 _base_ = [
-    '../_base_/models/pacahead_pacavit.py',
+    '../_base_/models/pacahead_ade20k.py',
     '../_base_/datasets/ade20k.py',
     '../_base_/schedules/schedule_160k.py',
     '../_base_/default_runtime_mmseg.py',
 ]
 model = dict(
     backbone=dict(
-        _delete_=True,
         type='clusterseg.PSViT',
         arch='tiny',
         img_size=224,

@@ -1,5 +1,6 @@
 # Mask R-CNN with FPN (the COCO 1x recipe of Mask R-CNN / PVT / PaCa-ViT / ClusTR).
-# Backbones are set by the configs that inherit this (`model.backbone`, `model.neck.in_channels`).
+# Shared by every backbone: the method's config gives `model.backbone` (4 levels, strides
+# 4/8/16/32) and `model.neck.in_channels` (4 entries).
 model = dict(
     type='MaskRCNN',
     data_preprocessor=dict(
@@ -9,16 +10,7 @@ model = dict(
         bgr_to_rgb=True,
         pad_mask=True,
         pad_size_divisor=32),
-    backbone=dict(
-        type='ResNet',
-        depth=50,
-        num_stages=4,
-        out_indices=(0, 1, 2, 3),
-        frozen_stages=1,
-        norm_cfg=dict(type='BN', requires_grad=True),
-        norm_eval=True,
-        style='pytorch'),
-    neck=dict(type='FPN', in_channels=[256, 512, 1024, 2048], out_channels=256, num_outs=5),
+    neck=dict(type='FPN', out_channels=256, num_outs=5),
     rpn_head=dict(
         type='RPNHead',
         in_channels=256,

@@ -1,4 +1,7 @@
-# PaCa-ViT + UperNet (+ FCN auxiliary head on stage 3), as the reference's upernet_swin base.
+# UperNet (+ FCN auxiliary head on the stride-16 level) for ADE20K (150 classes), as the reference's
+# upernet_swin base, shared by every backbone: the method's config gives `backbone` (4 levels,
+# strides 4/8/16/32), `decode_head.in_channels` (4 entries) and `auxiliary_head.in_channels` (the
+# stride-16 level's channels).
 norm_cfg = dict(type='SyncBN', requires_grad=True)
 data_preprocessor = dict(
     type='SegDataPreProcessor',
@@ -11,16 +14,8 @@ data_preprocessor = dict(
 model = dict(
     type='EncoderDecoder',
     data_preprocessor=data_preprocessor,
-    backbone=dict(
-        type='clusterseg.PaCaViT',
-        arch='tiny',
-        out_indices=(0, 1, 2, 3),
-        drop_path_rate=0.1,
-        num_clusters=[200, 200, 200, 0],
-        pretrained_ignore_keys=[r'attn\.clustering\.clustering\.4\.weight']),
     decode_head=dict(
         type='UPerHead',
-        in_channels=[96, 192, 320, 384],
         in_index=[0, 1, 2, 3],
         pool_scales=(1, 2, 3, 6),
         channels=512,
@@ -31,7 +26,6 @@ model = dict(
         loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0)),
     auxiliary_head=dict(
         type='FCNHead',
-        in_channels=320,
         in_index=2,
         channels=256,
         num_convs=1,
