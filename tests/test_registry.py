@@ -4,7 +4,8 @@ import torch.nn as nn
 from mmengine.registry import DefaultScope, init_default_scope
 
 from clusterseg.engine import explain_unknown_type
-from clusterseg.registry import DATASETS, HOOKS, MODELS, TRANSFORMS
+import clusterseg.registry as cs_registry
+from clusterseg.registry import HOOKS, MODELS, TASK_UTILS, TRANSFORMS, VISUALIZERS
 
 SCOPES = ['mmseg', 'mmdet', 'mmpretrain']
 
@@ -34,10 +35,29 @@ def test_build_clusterseg_model_from_each_scope(scope):
 
 def test_registries_are_children_of_mmengine_roots():
     from mmengine import registry as root
-    for ours, parent in [(MODELS, root.MODELS), (DATASETS, root.DATASETS),
-                         (TRANSFORMS, root.TRANSFORMS), (HOOKS, root.HOOKS)]:
+    for ours, parent in [(MODELS, root.MODELS), (TASK_UTILS, root.TASK_UTILS),
+                         (TRANSFORMS, root.TRANSFORMS), (HOOKS, root.HOOKS),
+                         (VISUALIZERS, root.VISUALIZERS)]:
         assert ours.parent is parent and ours.scope == 'clusterseg'
         assert parent._children['clusterseg'] is ours
+
+
+def test_every_registry_holds_clusterseg_modules_from_its_locations():
+    """A registry exists only where clusterseg registers something, and its locations import it."""
+    import importlib
+
+    from mmengine.registry import Registry
+    registries = {n: r for n, r in vars(cs_registry).items()
+                  if isinstance(r, Registry) and not n.startswith('MMENGINE_')}
+    assert set(registries) == {'MODELS', 'TASK_UTILS', 'HOOKS', 'TRANSFORMS', 'VISUALIZERS'}
+    for name, reg in registries.items():
+        assert reg.scope == 'clusterseg' and reg._locations, name
+        for loc in reg._locations:
+            importlib.import_module(loc)
+        own = {k: v for k, v in reg.module_dict.items() if not k.startswith('_')}  # no test probes
+        assert own, f'{name} registers nothing: drop it'
+        for k, cls in own.items():
+            assert cls.__module__.startswith(tuple(reg._locations)), (name, k, cls.__module__)
 
 
 def test_unknown_type_names_type_and_scopes():
