@@ -91,7 +91,9 @@ class PSViT(BaseBackbone):
         drop_rate (float): dropout after the position embedding and the projections.
         attn_drop_rate (float): attention-weight dropout.
         drop_path_rate (float): stochastic depth, linear from 0 over all layers.
-        share_impl (str): how a full layer hands its attention to a sharing one: ``'map'`` (the
+        share_impl (str): how a full layer hands its attention to a sharing one: ``'auto'``
+            (default: ``'map'`` for small maps in inference, else ``'qk'``; the faster one in the
+            whole network, docs/en/psvit.md "Speed"), ``'map'`` (the
             (B, h, N, N) map; the sharing layer skips q k^T, as the paper counts it) or ``'qk'``
             (q and k; the sharing layer recomputes the same map inside the fused kernel: more MACs,
             no N x N tensor, faster where fused attention beats a materialised map). Same outputs.
@@ -135,7 +137,7 @@ class PSViT(BaseBackbone):
     def __init__(self, arch='tiny', img_size=224, in_channels=3, pool_after=None, share_attn=None,
                  pool_type=None, pool_dims=None, with_cls_token=True, out_type='cls_token',
                  out_indices=(-1, ), qkv_bias=True, drop_rate=0., attn_drop_rate=0.,
-                 drop_path_rate=0.1, share_impl='map', frozen_stages=-1, norm_eval=False,
+                 drop_path_rate=0.1, share_impl='auto', frozen_stages=-1, norm_eval=False,
                  with_cp=False, init_cfg=None):
         super().__init__(init_cfg=init_cfg)
         self.with_cp = with_cp
@@ -157,8 +159,8 @@ class PSViT(BaseBackbone):
         if out_type == 'featmap' and s['pool_dims'] == '1d' and self.pool_after:
             raise ValueError('PSViT: 1-D token pooling leaves no 2-D grid; out_type="featmap" '
                              '(dense prediction) needs pool_dims="2d"')
-        if share_impl not in ('map', 'qk'):
-            raise ValueError(f"PSViT: share_impl must be 'map' or 'qk', got {share_impl!r}")
+        if share_impl not in ('map', 'qk', 'auto'):
+            raise ValueError(f"PSViT: share_impl must be 'map', 'qk' or 'auto', got {share_impl!r}")
         self.share_impl = share_impl
         self.out_type, self.with_cls_token = out_type, with_cls_token
         self.num_extra_tokens = int(with_cls_token)
