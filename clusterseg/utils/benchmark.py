@@ -11,9 +11,9 @@ measures through this module, so a figure means the same wherever it is printed:
 * **Time** -- :func:`best_of`: the minimum over ``repeat`` calls after ``warmup`` untimed ones, the
   figure least disturbed by other processes; on CUDA every call is synchronised.
 * **Peak memory** -- one definition per device, read by :class:`PeakMemory`
-  (:func:`reset_peak_memory` / :func:`peak_memory_mib`): the MiB the measured calls need on top
-  of what the process held just before the first of them (the built model and its inputs), warm-up
-  calls included:
+  (:func:`reset_peak_memory` / :func:`peak_memory_mib`): the MiB the timed calls need on top of
+  what the process held just before the first of them (the built model, its inputs, and what the
+  warm-up calls left behind: loaded kernels and caches are one-time costs, not the model's):
 
   - CPU: the high-water mark of the process's resident set (``VmHWM``) during the calls minus its
     resident set (``VmRSS``) just before them. The mark is reset there (``/proc/self/clear_refs``),
@@ -56,11 +56,6 @@ CSV_FIELDS = ('model', 'mode', 'height', 'width', 'batch', 'params_M', 'gflop', 
               'threads', 'note', 'error')
 TRAIN_FLOP_FACTOR = 3
 MODES = ('infer', 'train')
-PEAK_MEMORY_DEFINITION = {
-    'cpu': 'growth of the process resident set (high-water mark VmHWM over the calls minus VmRSS '
-           'just before them, mark reset there)',
-    'cuda': 'torch.cuda.max_memory_allocated over the calls minus memory_allocated just before them',
-}
 
 
 # ---------------------------------------------------------------------------------- memory
@@ -264,11 +259,27 @@ def best_of_interleaved(fns, repeat=3, warmup=1, device='cpu', clock=time.perf_c
 
 
 # ---------------------------------------------------------------------------------- FLOPs
+class _TotalOnly:
+    """Stands in for FlopCounterMode's per-module tracker: only the total is needed, and the
+    tracker's autograd hooks fail on a module called with a ``Parameter`` under ``no_grad``
+    (kMaX's queries)."""
+    parents = ('Global', )
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
 def count_flops(fn):
     """FLOPs of calling ``fn()``, by ``torch.utils.flop_counter.FlopCounterMode`` (a multiply-add
     is 2 FLOPs; matrix products, convolutions and attention kernels)."""
     from torch.utils.flop_counter import FlopCounterMode
-    with FlopCounterMode(display=False) as counter:
+    counter = FlopCounterMode(display=False)
+    if hasattr(counter, 'mod_tracker'):
+        counter.mod_tracker = _TotalOnly()
+    with counter:
         fn()
     return int(counter.get_total_flops())
 
@@ -308,15 +319,18 @@ def measure(step, repeat=3, warmup=1, device='cpu', flop_fn=None, flop_scale=1,
 
     Returns:
         dict: ``time_s`` (best), ``times`` (the timed calls' seconds, in order), ``peak_mem_mib``
-        (:class:`PeakMemory` over the warm-up and timed calls) and ``flops`` (int).
+        (:class:`PeakMemory` over the timed calls, after the warm-up) and ``flops`` (int).
     """
     flops = None
+    if flop_fn is None and warmup > 0:
+        flops = count_flops(step)
+        sync(device)
+        warmup -= 1
+    for _ in range(warmup):
+        step()
+        sync(device)
     with PeakMemory(device) as mem:
-        if flop_fn is None and warmup > 0:
-            flops = count_flops(step)
-            sync(device)
-            warmup -= 1
-        best, times = best_of(step, repeat, warmup, device, clock)
+        best, times = best_of(step, repeat, 0, device, clock)
     if flops is None:
         flops = count_flops(flop_fn or step)
     return dict(time_s=best, times=times, peak_mem_mib=mem.mib, flops=int(flops * flop_scale))

@@ -80,6 +80,16 @@ def test_flops_and_gemm_fraction_of_a_linear_layer():
         bm.make_row('x', 'eval', 32, 1)
 
 
+def test_flops_of_a_module_called_with_a_parameter_under_no_grad():
+    """kMaX calls its decoder layers with a view of its learned queries made under no_grad
+    (which breaks FlopCounterMode's per-module tracking): still counted."""
+    import torch
+    inner, centres = torch.nn.Linear(8, 8, bias=False), torch.nn.Embedding(4, 8)
+    with torch.no_grad():
+        queries = centres.weight.unsqueeze(0).expand(2, -1, -1)  # (B, K, D)
+        assert bm.count_flops(lambda: inner(queries)) == 2 * 2 * 4 * 8 * 8
+
+
 def test_gemm_gflops_is_positive():
     assert bm.gemm_gflops(n=128, repeat=1) > 0
 
@@ -126,6 +136,22 @@ def test_peak_memory_in_process_is_the_growth_over_the_baseline():
     assert 140 < mem.mib < 200, mem.mib
     rss, _ = bm.process_memory_mib()
     assert rss > 0 and bm.process_memory_mib(2**22 + 12345) == (None, None)
+
+
+def test_measure_counts_the_timed_calls_not_one_time_costs():
+    import numpy as np
+    cache = []
+
+    def step():  # a 100 MiB cache filled by the first call, and 60 MiB transient every call
+        if not cache:
+            cache.append(np.ones(100 * 2**20 // 8))
+        np.ones(60 * 2**20 // 8).sum()
+
+    m = bm.measure(step, repeat=2, warmup=1, flop_fn=lambda: None)
+    assert 50 < m['peak_mem_mib'] < 90, m  # the transient, not the cache
+    cache.clear()
+    m = bm.measure(step, repeat=1, warmup=0, flop_fn=lambda: None)
+    assert m['peak_mem_mib'] > 150, m  # no warm-up: the first call's cache counts
 
 
 # ---------------------------------------------------------------- isolation and errors

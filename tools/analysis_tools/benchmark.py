@@ -17,9 +17,9 @@ Time: the best of ``--repeat`` calls after ``--warmup`` calls, in seconds per ba
 GFLOP: torch's FlopCounterMode (matrix products, convolutions, attention); train mode counts 3x
 the forward. GEMM fraction: GFLOP/s over this machine's fp32 GEMM GFLOP/s, measured at the start
 of the same run with the same threads (a square matmul, --gemm-size).
-Peak memory: on CPU the growth of the worker's resident set (its high-water mark over the calls,
-warm-up included, minus its resident set just before them); on CUDA
-``torch.cuda.max_memory_allocated`` over the calls minus ``memory_allocated`` before them.
+Peak memory: on CPU the growth of the worker's resident set (its high-water mark over the timed
+calls minus its resident set just before them, after the warm-up); on CUDA
+``torch.cuda.max_memory_allocated`` over the timed calls minus ``memory_allocated`` before them.
 Every (model, batch size, size) point runs in its own fresh process, sizes in increasing order. A
 point whose time (or memory), extrapolated from the model's previous size, exceeds
 ``--max-seconds`` (or the free memory) is skipped with the reason, as is every larger one; a

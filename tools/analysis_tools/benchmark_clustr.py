@@ -8,13 +8,16 @@ Two measurements per input size, each for both paths in the same run:
 
 The naive path (``memory_efficient=False``: the N x N distance matrix in one piece) only runs where
 its estimated peak fits in ``--naive-limit-gb``; otherwise it is reported as skipped. Results are
-printed as a table with naive / blockwise ratios (memory and time); with ``--json`` also saved.
+printed with naive / blockwise ratios (memory and time); with ``--csv`` / ``--json`` also saved.
 
-Memory: on CUDA ``torch.cuda.max_memory_allocated`` above the state before the call; on CPU each
-measurement runs in a fresh subprocess and reports its peak RSS (``ru_maxrss``) above the RSS
-before the call. Time: the best of ``--repeat`` calls after one warm-up (on CPU the warm-up call is
-the memory-measuring one). A progress bar over the (size, measurement, path) runs goes to stderr
-(--no-progress: none); the table on stdout is the same either way.
+Measured with the shared harness (``clusterseg.utils.benchmark``, as every benchmark tool): each
+measurement in its own fresh process; time = best of ``--repeat`` calls after one warm-up; GFLOP
+by FlopCounterMode (the distance blocks are batched matrix products) and the GEMM fraction
+against this machine's fp32 GEMM measured in the same run; peak memory = on CPU the growth of the
+worker's resident set over the timed calls (its high-water mark minus its resident set just before
+them), on CUDA ``max_memory_allocated`` minus ``memory_allocated`` before the calls. A progress
+bar over the (size, measurement, path) runs goes to stderr (--no-progress: none); the table on
+stdout is the same either way.
 
 Example:
     # the issue's sizes on a GPU
@@ -24,24 +27,16 @@ Example:
 """
 import argparse
 import json
-import os
 import os.path as osp
-import resource
-import subprocess
 import sys
-import time
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 import torch  # noqa: E402
 
 from clusterseg.models.layers.dpc_cluster import DEFAULT_MAX_BLOCK_ELEMS  # noqa: E402
+from clusterseg.utils import benchmark as bm  # noqa: E402
 from clusterseg.utils.progress import Progress, add_progress_argument, echo  # noqa: E402
-
-
-def _rss_bytes():
-    with open('/proc/self/statm') as f:
-        return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
 
 
 def _stage1_tokens(h, w):
@@ -54,81 +49,52 @@ def naive_peak_estimate(h, w):
     return n * n * (4 + 1 + 1)
 
 
-def _make(kind, h, w, arch, memory_efficient, max_block_elems, device):
-    """(callable, description) of one measurement, inputs created up front."""
+def point(kind, h, w, arch, memory_efficient, max_block_elems, device, repeat):
+    """Worker: one measurement (``'cluster'`` or ``'forward'``), inputs created up front."""
     from clusterseg.models.backbones import ClusTR
     from clusterseg.models.layers.dpc_cluster import dpc_knn
     torch.manual_seed(0)
+    params = None
     if kind == 'cluster':
         n = _stage1_tokens(h, w)
         x = torch.randn(1, n, 64, device=device)
         m0 = n // 64
-        return lambda: dpc_knn(x, [m0, 4 * m0], memory_efficient=memory_efficient,
-                               max_block_elems=max_block_elems)
-    model = ClusTR(arch, memory_efficient=memory_efficient, max_block_elems=max_block_elems,
-                   out_indices=(0, 1, 2, 3)).to(device).eval()
-    img = torch.randn(1, 3, h, w, device=device)
 
-    def run():
-        with torch.no_grad():
-            return model(img)
-    return run
-
-
-def _sync(device):
-    if device.startswith('cuda'):
-        torch.cuda.synchronize()
-
-
-def measure(kind, h, w, arch, memory_efficient, max_block_elems, device, repeat):
-    """Peak bytes above the pre-call state and best seconds of one measurement (this process)."""
-    fn = _make(kind, h, w, arch, memory_efficient, max_block_elems, device)
-    if device.startswith('cuda'):
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        fn()
-        _sync(device)
-        peak = torch.cuda.max_memory_allocated() - base
+        def step():
+            dpc_knn(x, [m0, 4 * m0], memory_efficient=memory_efficient, max_block_elems=max_block_elems)
     else:
-        base = _rss_bytes()
-        t0 = time.perf_counter()
-        fn()
-        first = time.perf_counter() - t0
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
-    # CPU: the memory-measuring call is one of the timed ones (a second process would be needed
-    # for a separate warm-up); CUDA: the memory call is the warm-up
-    times = [] if device.startswith('cuda') else [first]
-    for _ in range(max(1, repeat) - len(times)):
-        _sync(device)
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return dict(peak_bytes=max(0, int(peak)), seconds=min(times))
+        model = ClusTR(arch, memory_efficient=memory_efficient, max_block_elems=max_block_elems,
+                       out_indices=(0, 1, 2, 3)).to(device).eval()
+        params = sum(p.numel() for p in model.parameters())
+        img = torch.randn(1, 3, h, w, device=device)
+
+        def step():
+            with torch.no_grad():
+                model(img)
+    m = bm.measure(step, repeat=max(1, repeat), warmup=1, device=device)
+    return dict(time_s=m['time_s'], flops=m['flops'], peak_mem_mib=m['peak_mem_mib'], params=params,
+                threads=torch.get_num_threads())
 
 
-def _measure_isolated(args, kind, h, w, memory_efficient):
-    """On CPU: one measurement per fresh process, so ru_maxrss is this measurement's peak."""
-    if args.device.startswith('cuda'):
-        return measure(kind, h, w, args.arch, memory_efficient, args.max_block_elems, args.device,
-                       args.repeat)
-    cmd = [sys.executable, osp.abspath(__file__), '--_worker',
-           json.dumps([kind, h, w, args.arch, memory_efficient, args.max_block_elems, args.device,
-                       args.repeat])]
-    out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
-    if out.returncode != 0:
-        raise RuntimeError(f'worker failed:\n{out.stderr[-3000:]}')
-    return json.loads(out.stdout.strip().splitlines()[-1])
+def _measure_isolated(args, kind, h, w, memory_efficient, gemm):
+    path = 'blockwise' if memory_efficient else 'naive'
+    name = ('dpc-knn' if kind == 'cluster' else f'clustr-{args.arch}') + '/' + path
+    tokens = _stage1_tokens(h, w)
+    try:
+        r = bm.run_isolated(point, dict(kind=kind, h=h, w=w, arch=args.arch,
+                                        memory_efficient=memory_efficient,
+                                        max_block_elems=args.max_block_elems, device=args.device,
+                                        repeat=args.repeat),
+                            name=f'{name} {h}x{w}', threads=args.threads)
+    except bm.WorkerError as e:
+        raise SystemExit(f'{e}\n{e.log[-3000:]}')
+    return bm.make_row(name, 'infer', (h, w), 1, gemm_gflops_per_s=gemm, device=args.device,
+                       note=f'N1={tokens}', **r)
 
 
 def _default_limit_gb(device):
-    if device.startswith('cuda'):
-        free, _ = torch.cuda.mem_get_info()
-        return 0.8 * free / 2**30
-    with open('/proc/meminfo') as f:
-        info = dict(line.split(':', 1) for line in f)
-    return 0.5 * int(info['MemAvailable'].split()[0]) * 1024 / 2**30
+    frac = 0.8 if device.startswith('cuda') else 0.5
+    return frac * bm.available_memory_mib(device) / 1024
 
 
 def parse_args(argv=None):
@@ -146,48 +112,51 @@ def parse_args(argv=None):
                         help='run the naive path only if its estimated peak is below this '
                              '(default: 80%% of free GPU memory / 50%% of available RAM)')
     parser.add_argument('--repeat', type=int, default=3, help='timed calls after the warm-up')
-    parser.add_argument('--json', default=None, help='also write the results here')
+    parser.add_argument('--threads', type=int, default=None, help='torch CPU threads per run')
+    parser.add_argument('--csv', default=None, help="also write the rows here (the harness's CSV schema)")
+    parser.add_argument('--json', default=None, help='also write the rows here (JSON)')
     add_progress_argument(parser)
-    parser.add_argument('--_worker', default=None, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    if args._worker is not None:
-        print(json.dumps(measure(*json.loads(args._worker))))
-        return
     limit = args.naive_limit_gb if args.naive_limit_gb is not None else _default_limit_gb(args.device)
+    gemm = bm.run_isolated(bm.gemm_gflops, dict(device=args.device), name='fp32 GEMM', threads=args.threads)
     print(f'device {args.device}, arch {args.arch}, block {args.max_block_elems} elems, '
-          f'naive limit {limit:.1f} GiB, torch threads {torch.get_num_threads()}')
+          f'naive limit {limit:.1f} GiB, torch threads {args.threads or torch.get_num_threads()}, '
+          f'fp32 GEMM {gemm:.1f} GFLOP/s')
     rows = []
     sizes = [tuple(int(v) for v in size.lower().split('x')) for size in args.sizes]
     runs = sum(1 + (naive_peak_estimate(h, w) / 2**30 < limit) for h, w in sizes) * len(args.what)
     with Progress(runs, 'clustering runs', enabled=not args.no_progress) as bar:
         for size, (h, w) in zip(args.sizes, sizes):
             for kind in args.what:
-                ours = _measure_isolated(args, kind, h, w, True)
+                ours = _measure_isolated(args, kind, h, w, True, gemm)
+                rows.append(ours)
                 bar.update()
                 est = naive_peak_estimate(h, w) / 2**30
                 naive = None
                 if est < limit:
-                    naive = _measure_isolated(args, kind, h, w, False)
+                    naive = _measure_isolated(args, kind, h, w, False, gemm)
+                    rows.append(naive)
                     bar.update()
-                rows.append(dict(size=size, what=kind, tokens=_stage1_tokens(h, w), ours=ours, naive=naive,
-                                 naive_estimate_gib=est))
-                mb = 2**20
                 line = (f'{size:>10} {kind:>8} N1={_stage1_tokens(h, w):>6} | blockwise '
-                        f'{ours["peak_bytes"] / mb:9.1f} MiB {ours["seconds"]:8.3f} s | ')
+                        f'{ours["peak_mem_mib"]:9.1f} MiB {ours["time_s"]:8.3f} s '
+                        f'GEMM x{ours["gemm_fraction"]:.2f} | ')
                 if naive is None:
                     line += f'naive skipped (est. {est:.1f} GiB > {limit:.1f} GiB)'
                 else:
-                    line += (f'naive {naive["peak_bytes"] / mb:9.1f} MiB {naive["seconds"]:8.3f} s | '
-                             f'memory naive/ours {naive["peak_bytes"] / max(1, ours["peak_bytes"]):6.2f}x, '
-                             f'time naive/ours {naive["seconds"] / ours["seconds"]:5.2f}x')
+                    line += (f'naive {naive["peak_mem_mib"]:9.1f} MiB {naive["time_s"]:8.3f} s | '
+                             f'memory naive/ours {naive["peak_mem_mib"] / max(1e-3, ours["peak_mem_mib"]):6.2f}x, '
+                             f'time naive/ours {naive["time_s"] / ours["time_s"]:5.2f}x')
                 echo(line)
+    if args.csv:
+        bm.write_csv(rows, args.csv)
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(rows, f, indent=1)
+    return rows
 
 
 if __name__ == '__main__':

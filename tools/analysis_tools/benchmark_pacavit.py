@@ -11,7 +11,7 @@ Measured with the shared harness (``clusterseg.utils.benchmark``; see ``benchmar
 every (model, size, batch) point in its own fresh process, time = best of --repeat calls after
 one warm-up, GFLOP by FlopCounterMode (train: 3x the forward), GEMM fraction against this
 machine's fp32 GEMM measured in the same run, peak memory = growth of the worker's resident set
-over the calls (CPU). Global MHSA is quadratic in the stage-1 tokens: above 128 x 128 of them it
+over the timed calls (CPU). Global MHSA is quadratic in the stage-1 tokens: above 128 x 128 of them it
 is skipped. A progress bar over the points goes to stderr (--no-progress: none).
 
 Example:

@@ -11,11 +11,15 @@ sharing layer recomputes the map inside the fused kernel). Goal: shared <= 0.75x
 Models: DeiT-Ti/S/B (mmpretrain ``VisionTransformer``), PSViT with the same pooling but no
 sharing (``share_attn`` all 0), and the PSViT presets (``share_impl`` 'map' and 'qk'), 224x224.
 
-Time: best-of-``--repeats`` time of forward (no_grad) and of forward + backward, the variants
-of a group timed round-robin. On CPU it is the process's CPU time (default one thread), which
-stays meaningful on a shared, oversubscribed machine; on CUDA wall time. Memory: on CPU, the bytes
-of the tensors autograd saves for backward (activations, de-duplicated by storage, inputs
-excluded: the shared map is owned by the previous layer); on CUDA also the peak allocation.
+Measured with the shared harness (``clusterseg.utils.benchmark``), in this process because the
+variants of a group are timed round-robin (``best_of_interleaved``), so that load from other
+processes hits all of them alike. Time: best-of-``--repeats`` time of forward (no_grad) and of
+forward + backward. On CPU it is the process's CPU time (default one thread), which stays
+meaningful on a shared, oversubscribed machine; on CUDA wall time. GFLOP: FlopCounterMode of
+the forward. Memory: ``saved``, the bytes of the tensors autograd saves for backward
+(activations, de-duplicated by storage, inputs excluded: the shared map is owned by the previous
+layer; this is not a peak); on CUDA also ``peak``, the harness's peak memory of a forward +
+backward (``max_memory_allocated`` minus ``memory_allocated`` before it).
 A progress bar over the measured groups goes to stderr (--no-progress: none).
 
 Example:
@@ -34,7 +38,7 @@ import torch.nn as nn  # noqa: E402
 
 from clusterseg.models.backbones.psvit import PSViT, PSViTBlock  # noqa: E402
 from clusterseg.models.layers.token_pool import FullAttention, SharedAttention  # noqa: E402
-from clusterseg.utils.complexity import count_complexity  # noqa: E402
+from clusterseg.utils import benchmark as bm  # noqa: E402
 from clusterseg.utils.progress import Progress, add_progress_argument, echo  # noqa: E402
 
 
@@ -54,16 +58,11 @@ def saved_bytes(fn, inputs):
     return sum(seen.values())
 
 
-def _sync():
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
 def measure_group(named, repeats, device):
     """Time a group of ``(name, module, inputs)`` *interleaved* (round-robin over the variants,
     best of ``repeats``), so that load from other processes hits all of them alike.
 
-    Returns: dict name -> dict(fwd ms, both = fwd+bwd ms, saved MB, peak MB (CUDA), macs G).
+    Returns: dict name -> dict(fwd ms, both = fwd+bwd ms, saved MiB, peak MiB (CUDA), gflop).
     """
     prepared = []
     for name, module, inputs in named:
@@ -86,20 +85,15 @@ def measure_group(named, repeats, device):
     # on CPU the process's CPU time, not wall time: the machine may be shared, and CPU time
     # counts the work done whatever the other processes do (wall time on CUDA)
     clock = time.perf_counter if device.type == 'cuda' else time.process_time
-    res = {name: dict(fwd=float('inf'), both=float('inf')) for name, _, _ in prepared}
+    res = {name: {} for name, _, _ in prepared}
     for key, fn in (('fwd', fwd), ('both', both)):
-        for rnd in range(repeats + 1):  # round 0 warms up
-            for name, module, inputs in prepared:
-                _sync()
-                t0 = clock()
-                fn(module, inputs)
-                _sync()
-                if rnd:
-                    res[name][key] = min(res[name][key], (clock() - t0) * 1e3)
+        best = bm.best_of_interleaved(
+            {name: (lambda fn=fn, m=module, i=inputs: fn(m, i)) for name, module, inputs in prepared},
+            repeat=repeats, warmup=1, device=str(device), clock=clock)
+        for name, seconds in best.items():
+            res[name][key] = seconds * 1e3
     for name, module, inputs in prepared:
         module.train()
-        if torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()
 
         def loss(*a, module=module):
             out = module(*a)
@@ -107,11 +101,15 @@ def measure_group(named, repeats, device):
             return out.float().mean()
 
         res[name]['saved'] = saved_bytes(loss, inputs) / 2**20
-        res[name]['peak'] = (torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available()
-                             else float('nan'))
-        cpu_in = tuple(t.cpu() if torch.is_tensor(t) else t for t in inputs)
-        res[name]['macs'] = count_complexity(module.cpu(), cpu_in)['macs'] / 1e9
-        module.to(device)
+        res[name]['peak'] = float('nan')
+        if device.type == 'cuda':
+            with bm.PeakMemory(device) as mem:
+                loss(*inputs).backward()
+            module.zero_grad(set_to_none=True)
+            res[name]['peak'] = mem.mib
+        module.eval()
+        with torch.no_grad():
+            res[name]['gflop'] = bm.count_flops(lambda m=module, i=inputs: m(*i)) / 1e9
     return res
 
 
@@ -162,10 +160,10 @@ def row(name, r, ref=None):
     ratio = ''
     if ref is not None:
         ratio = (f"  x{r['fwd'] / ref['fwd']:.2f} / x{r['both'] / ref['both']:.2f} / "
-                 f"x{r['saved'] / ref['saved']:.2f} / x{r['macs'] / ref['macs']:.2f}")
-    peak = '' if r['peak'] != r['peak'] else f"  peak {r['peak']:8.1f} MB"
-    echo(f"  {name:<34s} {r['macs']:7.3f} GMACs  fwd {r['fwd']:8.2f} ms  fwd+bwd {r['both']:8.2f} ms  "
-         f"saved {r['saved']:8.1f} MB{peak}{ratio}")
+                 f"x{r['saved'] / ref['saved']:.2f} / x{r['gflop'] / ref['gflop']:.2f}")
+    peak = '' if r['peak'] != r['peak'] else f"  peak {r['peak']:8.1f} MiB"
+    echo(f"  {name:<34s} {r['gflop']:7.3f} GFLOP  fwd {r['fwd']:8.2f} ms  fwd+bwd {r['both']:8.2f} ms  "
+         f"saved {r['saved']:8.1f} MiB{peak}{ratio}")
 
 
 def parse_args(argv=None):
@@ -191,7 +189,7 @@ def main(argv=None):
     dev = torch.device(args.device)
     clock = 'wall' if dev.type == 'cuda' else 'CPU'
     print(f'device {dev} ({clock} time), {torch.get_num_threads()} threads, torch {torch.__version__}; ratios are '
-          'fwd / fwd+bwd / saved memory / MACs vs the full layer (or DeiT)')
+          'fwd / fwd+bwd / saved memory / GFLOP vs the full layer (or DeiT)')
     results = {}
     B = args.batch_size
     groups = 4 + (0 if args.skip_models else len(args.sizes))  # 2 shapes x (block, attention) + models
@@ -247,11 +245,11 @@ def main(argv=None):
     print('\nsummary: shared / full (goal <= 0.75); pair = (full handing on + shared) / (2 x full), i.e.'
           ' what sharing saves in a network, the hand-off included; map / qk = share_impl:')
     for (label, unit, impl), (r_full, r_map, r_shared) in results.items():
-        pair = {k: (r_map[k] + r_shared[k]) / (2 * r_full[k]) for k in ('fwd', 'both', 'saved', 'macs')}
+        pair = {k: (r_map[k] + r_shared[k]) / (2 * r_full[k]) for k in ('fwd', 'both', 'saved', 'gflop')}
         print(f"  {label:<40s} {unit:<9s} {impl:<3s} fwd {r_shared['fwd'] / r_full['fwd']:.2f}  "
               f"fwd+bwd {r_shared['both'] / r_full['both']:.2f}  saved {r_shared['saved'] / r_full['saved']:.2f}  "
-              f"MACs {r_shared['macs'] / r_full['macs']:.2f}   | pair: fwd {pair['fwd']:.2f}  "
-              f"fwd+bwd {pair['both']:.2f}  saved {pair['saved']:.2f}  MACs {pair['macs']:.2f}")
+              f"GFLOP {r_shared['gflop'] / r_full['gflop']:.2f}   | pair: fwd {pair['fwd']:.2f}  "
+              f"fwd+bwd {pair['both']:.2f}  saved {pair['saved']:.2f}  GFLOP {pair['gflop']:.2f}")
     return results
 
 
