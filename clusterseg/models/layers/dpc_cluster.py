@@ -12,6 +12,8 @@ algorithm; both run the same code, so they give the same assignments.
 
 Shapes: B batch, N tokens, C channels, M clusters, h heads, d = C / h.
 """
+import math
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -21,6 +23,12 @@ from .cluster import pool_clusters
 # a block of (B, rows, N) distances holds at most this many elements by default (64 MiB in fp32):
 # B * N^2 <= this (N <= 4096 at B = 1) runs as one block, i.e. the naive N x N algorithm
 DEFAULT_MAX_BLOCK_ELEMS = 2**24
+# on the CPU a block holds at most this many (4 MiB in fp32): a block that stays in the caches runs
+# near the GEMM rate; a 64 MiB one spends most of its time on memory traffic and page faults
+_CPU_BLOCK_ELEMS = 2**20
+# rows (and columns) of every distance product: MKL (measured) switches to kernels with other
+# rounding below 4 rows or 12 columns, and a pair's distance must not depend on its block
+_MIN_GEMM_ROWS = 16
 
 
 def cluster_counts(num_tokens, sr_ratio, cluster_scales=(1, 4), where=''):
@@ -47,20 +55,117 @@ def cluster_counts(num_tokens, sr_ratio, cluster_scales=(1, 4), where=''):
     return counts
 
 
-def _sq_dists(a, b):
-    """Squared Euclidean distances (B, Na, C), (B, Nb, C) -> (B, Na, Nb), in fp32.
+def _sq_dists(a, b, a2, b2):
+    """Unclamped squared Euclidean distances ``(|a|^2 - 2 a.b) + |b|^2`` in fp32.
 
-    ``|a|^2 + |b|^2 - 2 a.b`` (one GEMM, as ``torch.cdist`` does for large inputs), clamped at 0;
-    ``bmm`` (not ``baddbmm``) so that the complexity counter sees the clustering's MACs.
+    a: (B, Na, C), b: (B, Nb, C), a2: (B, Na), b2: (B, Nb) their squared norms (computed once per
+    :func:`dpc_knn` call, so a token's norm is the same number in every block) -> (B, Na, Nb).
+    One ``bmm`` (not ``baddbmm``: the complexity counter sees the clustering's MACs) and two
+    in-place passes; ``a2 + (-2) * ab`` rounds once, exactly like the former ``mul_(-2)`` then
+    ``add_`` (-2 ab is exact). The clamp at 0 (and the division by C) of ``cdist``'s formula are
+    left to the callers, applied after their min / top-k: both are monotone (non-decreasing), so
+    they commute with the selection (``f(min v) = min f(v)``; the k smallest of v are k smallest
+    of f(v), and f keeps them in ascending order).
     """
-    a2 = a.pow(2).sum(-1, keepdim=True)  # (B, Na, 1)
-    b2 = b.pow(2).sum(-1).unsqueeze(1)  # (B, 1, Nb)
-    return torch.bmm(a, b.transpose(1, 2)).mul_(-2).add_(a2).add_(b2).clamp_min_(0)
+    d = torch.bmm(a, b.transpose(1, 2))  # (B, Na, Nb)
+    torch.add(a2[:, :, None], d, alpha=-2, out=d)
+    return d.add_(b2[:, None, :])
 
 
-def _row_blocks(batch, num_rows, num_cols, max_block_elems):
-    rows = max(1, min(num_rows, max_block_elems // max(1, batch * num_cols)))
-    return [(s, min(s + rows, num_rows)) for s in range(0, num_rows, rows)]
+def _row_blocks(batch, num_rows, num_cols, max_block_elems, min_rows=_MIN_GEMM_ROWS):
+    """Row ranges ``[(s, e)]`` of (B, rows, num_cols) blocks of at most ``max_block_elems``
+    elements, each with at least ``min_rows`` rows (a short last block joins the previous one),
+    so that no block drops into the BLAS's small-matrix kernels, whose rounding differs."""
+    rows = max(min_rows, min(num_rows, max_block_elems // max(1, batch * num_cols)))
+    starts = list(range(0, num_rows, rows))
+    if len(starts) > 1 and num_rows - starts[-1] < min_rows:
+        starts.pop()
+    return [(s, starts[i + 1] if i + 1 < len(starts) else num_rows) for i, s in enumerate(starts)]
+
+
+def _finish(d, dims):
+    """Raw squared distances -> D^2 = clamp(d, 0) / C (in place)."""
+    return d.clamp_min_(0).div_(dims)
+
+
+@torch.no_grad()
+def _rho_delta(x, sq, k, budget):
+    """Passes 1 and 2 of :func:`dpc_knn`: (B, N) ``rho`` and ``delta^2`` (``D^2`` to the nearest
+    denser token; the sample's largest for the densest) of fp32 tokens x (B, N, C) with squared
+    norms sq (B, N), in blocks of at most ``budget`` elements (at least 16 rows)."""
+    B, N, C = x.shape
+    inf = float('inf')
+    idx = torch.arange(N, device=x.device)
+    batch = torch.arange(B, device=x.device)[:, None]
+
+    # pass 1: the k nearest (values and columns), the kNN density, the sample's largest distance.
+    # Top-k prefilter: the columns fall into ng strided groups {g, g + ng, ...} of G (+1 for the
+    # first N - G ng groups); the k smallest of a row lie in the k groups with the smallest minima
+    # (a smaller value elsewhere would sit in a group whose minimum beats one of theirs), so an
+    # exact top-k runs on k (G + 1) candidates instead of N
+    G = max(1, min(N // k, round(math.sqrt(N / k) / 2)))
+    ng = N // G
+    rem = N - G * ng
+    group_cols = ng * torch.arange(G + 1, device=x.device)  # (G + 1): column g + t ng of group g
+    knn_d2 = x.new_empty(B, N, k)  # D^2 of the k nearest, ascending
+    knn_col = x.new_empty(B, N, k, dtype=torch.long)
+    raw_max = x.new_full((B, ), -inf)
+    for s, e in _row_blocks(B, N, N, budget):
+        r = e - s
+        raw = _sq_dists(x[:, s:e], x, sq[:, s:e], sq)  # (B, r, N)
+        gmin = raw[..., :G * ng].unflatten(-1, (G, ng)).amin(2)  # (B, r, ng) group minima
+        if rem:  # columns G ng + g (g < rem) are the last member of group g
+            gmin[..., :rem] = torch.minimum(gmin[..., :rem], raw[..., G * ng:])
+        raw_max = torch.maximum(raw_max, raw.amax((1, 2)))
+        gsel = gmin.topk(k, dim=-1, largest=False, sorted=False).indices  # (B, r, k)
+        cols = (gsel[..., None] + group_cols).clamp_max_(N - 1).flatten(-2)  # (B, r, k (G + 1))
+        vals = raw.gather(-1, cols).view(B, r, k, G + 1)
+        vals[..., G].masked_fill_(gsel >= rem, inf)  # groups without a G+1-th member
+        v, pos = vals.flatten(-2).topk(k, dim=-1, largest=False)  # ascending: the exact k smallest
+        knn_d2[:, s:e] = _finish(v, C)
+        knn_col[:, s:e] = cols.gather(-1, pos)
+    del raw
+    rho = torch.exp(-knn_d2.mean(-1))  # (B, N)
+    d2_max = _finish(raw_max, C)  # (B, )
+
+    # pass 2: distance to the nearest denser token. "Denser" is the strict total order of a
+    # stable descending sort of rho (equal rho: lower index first), so j is denser than i iff
+    # rank_j < rank_i: one comparison per pair
+    by_rho = torch.sort(rho, dim=-1, descending=True, stable=True).indices  # (B, N)
+    rank = torch.empty_like(by_rho).scatter_(1, by_rho, idx[None].expand(B, N))  # (B, N)
+    denser = rank.gather(1, knn_col.flatten(1)).view(B, N, k) < rank[:, :, None]  # (B, N, k)
+    delta2 = knn_d2.masked_fill_(~denser, inf).amin(-1)  # (B, N)
+    # peaks (no denser token among the k nearest), by rank, padded with rank N to the most peaks
+    # of a sample (and to 16 rows)
+    is_peak = ~denser.any(-1)  # (B, N)
+    num_peaks = int(is_peak.sum(-1).max())
+    peak_rank = torch.where(is_peak.gather(1, by_rho), idx, N).sort(-1).values  # (B, N)
+    peak_rank = peak_rank[:, :max(num_peaks, min(N, _MIN_GEMM_ROWS))]  # (B, P)
+    valid = peak_rank < N
+    peak_rank = torch.where(valid, peak_rank, 0)
+    peak_tok = by_rho.gather(1, peak_rank)  # (B, P)
+    x_by_rank, sq_by_rank = x[batch, by_rho], sq.gather(1, by_rho)  # (B, N, C), (B, N)
+    x_peak, sq_peak = x[batch, peak_tok], sq.gather(1, peak_tok)  # (B, P, C), (B, P)
+    # a peak of rank r compares with the r tokens before it; rows in rank order: the block of
+    # rows s..e needs the first need[e - 1] columns, and masks only those from lowest[s] on
+    need = peak_rank.amax(0).cummax(0).values.tolist()  # (P, )
+    lowest = torch.where(valid, peak_rank, N).amin(0).tolist()  # (P, )
+    out_tok = torch.where(valid, peak_tok, N)  # invalid rows write to a spare column
+    delta2 = torch.cat([delta2, delta2.new_empty(B, 1)], 1)  # (B, N + 1)
+    s, num_rows, min_cols = 0, len(need), min(N, _MIN_GEMM_ROWS)
+    while s < num_rows:
+        e = min(num_rows, s + _MIN_GEMM_ROWS)
+        while e < num_rows and B * (e + 1 - s) * max(min_cols, need[e]) <= budget:
+            e += 1
+        if num_rows - e < _MIN_GEMM_ROWS:
+            e = num_rows
+        R, lo = max(min_cols, need[e - 1]), min(lowest[s], max(min_cols, need[e - 1]))
+        raw = _sq_dists(x_peak[:, s:e], x_by_rank[:, :R], sq_peak[:, s:e], sq_by_rank[:, :R])
+        raw[..., lo:].masked_fill_(idx[lo:R] >= peak_rank[:, s:e, None], inf)  # (B, rows, R)
+        delta2.scatter_(1, out_tok[:, s:e], _finish(raw.amin(-1), C))
+        s = e
+    delta2 = delta2[:, :N]
+    return rho, torch.where(torch.isinf(delta2), d2_max[:, None], delta2)  # the densest token
 
 
 @torch.no_grad()
@@ -79,15 +184,33 @@ def dpc_knn(x, num_clusters, k=5, memory_efficient=None, max_block_elems=DEFAULT
     scores the lower index becomes a centre first; a token equidistant to several centres joins
     the highest-ranked one. So the result is a deterministic function of ``x``.
 
+    How (the N x N distances are never held at once, and computed once, not twice):
+
+    1. per block of rows, the (rows, N) distances (one GEMM), the row's k smallest (an exact
+       top-k, found among the k column groups with the smallest group minima) with their columns,
+       and the sample's largest distance;
+    2. ``delta`` of a token with a denser token among its k nearest is the nearest of those (any
+       denser token outside is at least as far as the k-th nearest). The others, the local density
+       peaks (a few percent of the tokens), scan the tokens ranked denser than them: in rank
+       order, a triangular (peaks x denser tokens) product;
+    3. the distances to the M centres (O(N M C)) -> nearest centre.
+
+    Every number is the one the naive N x N algorithm computes (same formula, same rounding, the
+    selection before the monotone clamp / scaling), provided the BLAS returns the same value for
+    a product element whatever the shape of the product it is computed in; every product here has
+    at least 16 rows and columns where N allows, because MKL (measured) uses kernels with other
+    rounding below 4 rows or 12 columns.
+
     Args:
         x (Tensor): (B, N, C) token features (not differentiated through).
         num_clusters (int | Sequence[int]): M, or several M sharing one density computation.
         k (int): neighbours of the kNN density.
-        memory_efficient (bool | None): process the N x N distances in blocks of rows (two
-            passes: densities, then nearest-denser distances; a third, O(N M), for the
-            assignment). ``None``: when ``B * N^2 > max_block_elems``. ``False``: one block (the
-            naive N x N algorithm).
-        max_block_elems (int): elements of one (B, rows, N) block in the memory-efficient path.
+        memory_efficient (bool | None): process the distances in blocks of rows. ``None``: when
+            ``B * N^2`` exceeds one block. ``False``: one block of all rows (the naive N x N
+            algorithm, the tests' reference).
+        max_block_elems (int): elements of one (B, rows, N) block in the memory-efficient path
+            (a block has at least 16 rows); on the CPU at most ``2**20`` (4 MiB), so that a block
+            stays in the caches.
 
     Returns:
         list[Tensor] | Tensor: per M, (B, N) long cluster index in ``0..M-1`` (cluster m is centred
@@ -101,47 +224,25 @@ def dpc_knn(x, num_clusters, k=5, memory_efficient=None, max_block_elems=DEFAULT
             raise ValueError(f'dpc_knn: M={m} clusters for N={N} tokens; M must be in 1..N')
     x = x.detach().float()
     k = min(k, N)
+    block = min(max_block_elems, _CPU_BLOCK_ELEMS) if x.device.type == 'cpu' else max_block_elems
     if memory_efficient is None:
-        memory_efficient = B * N * N > max_block_elems
-    blocks = _row_blocks(B, N, N, max_block_elems) if memory_efficient else [(0, N)]
-    idx = torch.arange(N, device=x.device)
-
-    # pass 1: kNN density and the largest distance of each sample
-    rho = x.new_empty(B, N)
-    d2_max = x.new_zeros(B)
-    for s, e in blocks:
-        d2 = _sq_dists(x[:, s:e], x).div_(C)  # (B, rows, N): D^2
-        knn = d2.topk(k, dim=-1, largest=False).values  # (B, rows, k), sorted: exact set
-        rho[:, s:e] = torch.exp(-knn.mean(-1))
-        d2_max = torch.maximum(d2_max, d2.flatten(1).amax(-1))
-        del d2, knn
-
-    # pass 2: distance to the nearest denser token. "Denser" is the strict total order of a
-    # stable descending sort of rho (equal rho: lower index first), so j is denser than i iff
-    # rank_j < rank_i: one comparison per pair
-    by_rho = torch.sort(rho, dim=-1, descending=True, stable=True).indices  # (B, N)
-    rank = torch.empty_like(by_rho).scatter_(1, by_rho, idx[None].expand(B, N))  # (B, N)
-    delta2 = x.new_empty(B, N)
-    for s, e in blocks:
-        d2 = _sq_dists(x[:, s:e], x).div_(C)  # (B, rows, N)
-        not_denser = rank[:, None, :] >= rank[:, s:e, None]  # (B, rows, N), self included
-        d2.masked_fill_(not_denser, float('inf'))
-        delta2[:, s:e] = d2.amin(-1)
-        del d2, not_denser
-    delta2 = torch.where(torch.isinf(delta2), d2_max[:, None], delta2)  # the densest token
+        memory_efficient = B * N * N > block
+    budget = block if memory_efficient else B * N * N
+    sq = x.pow(2).sum(-1)  # (B, N) squared norms, once
+    rho, delta2 = _rho_delta(x, sq, k, budget)  # (B, N) each
+    batch = torch.arange(B, device=x.device)[:, None]
     score = rho * delta2.sqrt()  # (B, N)
     # stable descending sort: equal scores keep index order
     order = torch.sort(score, dim=-1, descending=True, stable=True).indices  # (B, N)
 
     # pass 3: nearest centre (argmin returns the first, i.e. best-ranked, of equal distances)
     results = []
-    batch = torch.arange(B, device=x.device)[:, None]
     for m in counts:
         centres = order[:, :m]  # (B, M)
-        xc = x[batch, centres]  # (B, M, C)
         assign = x.new_empty(B, N, dtype=torch.long)
-        for s, e in (_row_blocks(B, N, m, max_block_elems) if memory_efficient else [(0, N)]):
-            assign[:, s:e] = _sq_dists(x[:, s:e], xc).argmin(-1)
+        for s, e in _row_blocks(B, N, m, budget):
+            raw = _sq_dists(x[:, s:e], x[batch, centres], sq[:, s:e], sq.gather(1, centres))
+            assign[:, s:e] = raw.clamp_min_(0).argmin(-1)  # (B, rows)
         assign[batch, centres] = torch.arange(m, device=x.device)[None].expand(B, m)
         results.append(assign)
     return results[0] if single else results

@@ -51,12 +51,15 @@ def test_macs_count_attention_and_clustering():
         an.uncalled_modules_warnings(False)
         an.tracer_warnings('none')
         ops = an.by_operator()
-    # per clustering layer: two N x N distance passes + distances to the M0 + 4 M0 centres;
+    # per clustering layer: one N x N distance pass, the density peaks' scan of the tokens denser
+    # than them (data-dependent, a few % of N^2) and the distances to the M0 + 4 M0 centres;
     # attention: N x (M0 + 4 M0) (stages 1-3) or N x N (stage 4), q k^T and attn v
     stages = [(3136, 64, 8, 1), (784, 128, 4, 2), (196, 256, 2, 6), (49, 512, 1, 1)]  # N, C, sr, depth
-    clus = sum(d * (2 * n * n * c + n * 5 * (n // sr**2) * c) for n, c, sr, d in stages if sr > 1)
+    pass1 = sum(d * n * n * c for n, c, sr, d in stages if sr > 1)
+    centres = sum(d * n * 5 * (n // sr**2) * c for n, c, sr, d in stages if sr > 1)
     attn = sum(d * n * (5 * (n // sr**2) if sr > 1 else n) * 2 * c for n, c, sr, d in stages)
-    assert ops['bmm'] == clus and ops['scaled_dot_product_attention'] == attn
+    assert pass1 + centres < ops['bmm'] < 1.25 * pass1 + centres
+    assert ops['scaled_dot_product_attention'] == attn
     # conv + linear: within 5 % of the reference's 2.15 G (which also counts norms / activations)
     assert abs((ops['conv'] + ops['linear']) / 1e9 - 2.15) / 2.15 < 0.05
     total = count_complexity(model, (x, ))['macs']

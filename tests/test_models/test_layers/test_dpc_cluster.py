@@ -94,8 +94,8 @@ def test_chunked_equals_naive_without_an_n_by_n_block(monkeypatch):
     sizes = []
     real = dpc_cluster._sq_dists
 
-    def spy(a, b):
-        out = real(a, b)
+    def spy(*args, **kwargs):
+        out = real(*args, **kwargs)
         sizes.append(out.numel())
         return out
 
@@ -104,9 +104,97 @@ def test_chunked_equals_naive_without_an_n_by_n_block(monkeypatch):
     chunked = dpc_knn(x, [10, 40], max_block_elems=budget)  # auto: 2 * 700^2 > budget
     assert all(torch.equal(a, b) for a, b in zip(naive, chunked))
     assert max(sizes) <= budget < 2 * 700 * 700
+    # the N x N distances are computed once: pass 1 (N^2), the peaks' scan (a few % of N^2 on
+    # random tokens; the former second pass was another N^2) and the centres (N * (10 + 40))
+    assert sum(sizes) < 2 * 700 * (700 * 1.25 + 50), sum(sizes) / (2 * 700 * 700)
     sizes.clear()
     dpc_knn(x, [10, 40], memory_efficient=False)
     assert max(sizes) == 2 * 700 * 700  # the naive path really is N x N
+
+
+def naive_rho_delta(x, k=5):
+    """rho and delta^2 straight from the formula, in fp32, with one (B, N, N) distance matrix and
+    the rounding of ``cdist``'s matrix-product formula (the former implementation's, op for op):
+    ``D^2 = clamp(-2 x.x' + |x|^2 + |x'|^2, 0) / C``."""
+    B, N, C = x.shape
+    k = min(k, N)
+    sq = x.pow(2).sum(-1)  # (B, N)
+    d2 = torch.bmm(x, x.transpose(1, 2)).mul_(-2).add_(sq[:, :, None]).add_(sq[:, None, :])
+    d2 = d2.clamp_min_(0).div_(C)  # (B, N, N)
+    rho = torch.exp(-d2.topk(k, dim=-1, largest=False).values.mean(-1))
+    denser = (rho[:, None, :] > rho[:, :, None]) | (
+        (rho[:, None, :] == rho[:, :, None]) & (torch.arange(N)[None, None] < torch.arange(N)[None, :, None]))
+    delta2 = d2.masked_fill(~denser, float('inf')).amin(-1)
+    delta2 = torch.where(torch.isinf(delta2), d2.flatten(1).amax(-1)[:, None], delta2)
+    return rho, delta2
+
+
+def naive_assign(x, rho, delta2, counts):
+    B, N, _ = x.shape
+    order = torch.sort(rho * delta2.sqrt(), dim=-1, descending=True, stable=True).indices
+    out = []
+    for m in counts:
+        centres = order[:, :m]
+        xc = x[torch.arange(B)[:, None], centres]  # (B, M, C)
+        d = torch.bmm(x, xc.transpose(1, 2)).mul_(-2).add_(x.pow(2).sum(-1)[:, :, None])
+        a = d.add_(xc.pow(2).sum(-1)[:, None, :]).clamp_min_(0).argmin(-1)  # (B, N)
+        a[torch.arange(B)[:, None], centres] = torch.arange(m)
+        out.append(a)
+    return out
+
+
+def _tokens(kind, B, N, C, seed):
+    g = torch.Generator().manual_seed(seed)
+    if kind == 'gauss':
+        return torch.randn(B, N, C, generator=g)
+    if kind == 'grid':  # small integers: exact distances, many equal distances and densities
+        return torch.randint(0, 3, (B, N, C), generator=g).float()
+    x = torch.randn(B, N, C, generator=g)  # 'dups': duplicated tokens and planted equal rows
+    x[:, 1::3] = x[:, 0:-1:3][:, :x[:, 1::3].shape[1]]
+    x[:, -7:] = x[:, :1]
+    return x
+
+
+@pytest.mark.parametrize('kind,B,N,C', [('gauss', 1, 1000, 64), ('gauss', 3, 333, 32),
+                                        ('grid', 2, 600, 8), ('dups', 2, 517, 16),
+                                        ('gauss', 2, 15, 8), ('grid', 1, 4, 3)])
+def test_every_block_size_gives_the_naive_numbers(kind, B, N, C):
+    """rho, delta (bit for bit) and the assignments of the blockwise passes equal the naive
+    formula's for any block size: budgets of 1 (the 16-row floor), a 1-row tail block (N = 1000,
+    37 rows), uneven blocks, one block; N not a multiple of the column-group size."""
+    x = _tokens(kind, B, N, C, seed=N + C)
+    rho, delta2 = naive_rho_delta(x)
+    counts = [max(1, N // 64), min(N, 4 * max(1, N // 64))]
+    want = naive_assign(x, rho, delta2, counts)
+    sq = x.pow(2).sum(-1)
+    for budget in (1, B * 37 * N, B * 100 * N + 5, B * N * N, 2**31):
+        r, d = dpc_cluster._rho_delta(x, sq, min(5, N), budget)  # k capped at N as in dpc_knn
+        assert torch.equal(r, rho) and torch.equal(d, delta2), budget
+    for kw in (dict(memory_efficient=False), dict(memory_efficient=True, max_block_elems=B * 37 * N)):
+        assert all(torch.equal(a, b) for a, b in zip(dpc_knn(x, counts, **kw), want)), kw
+
+
+def test_knn_density_of_planted_ties():
+    # token 0 has 3 copies at distance 0 and then 4 tokens at exactly the same distance 1 (in
+    # different column groups): its 5 nearest are 0, 0, 0, 0, 1 whichever tied token is picked
+    x = torch.full((1, 400, 4), 100.) + torch.arange(400.)[None, :, None] * 10
+    x[0, [0, 150, 299]] = 0.
+    x[0, 397] = 0.
+    for i, j in enumerate([37, 101, 256, 399]):
+        x[0, j] = 0.
+        x[0, j, i] = 2.  # |x_j|^2 = 4, D^2 = 4 / 4 = 1
+    rho, _ = dpc_cluster._rho_delta(x, x.pow(2).sum(-1), 5, 1)
+    assert rho[0, 0] == torch.exp(torch.tensor(-1 / 5))
+    assert torch.equal(rho, naive_rho_delta(x)[0])
+
+
+def test_row_blocks_never_below_16_rows():
+    blocks = dpc_cluster._row_blocks(1, 1000, 1000, 37 * 1000)
+    assert blocks[0] == (0, 37) and blocks[-1] == (962, 1000)  # the 1-row tail joins its neighbour
+    assert all(e - s >= 16 for s, e in blocks) and blocks[-1][1] == 1000
+    assert all(b[1] == c[0] for b, c in zip(blocks, blocks[1:]))
+    assert dpc_cluster._row_blocks(2, 100, 50, 1) == [(s, s + 16) for s in range(0, 80, 16)] + [(80, 100)]
+    assert dpc_cluster._row_blocks(1, 10, 10, 1) == [(0, 10)]  # fewer rows than the floor
 
 
 def test_dpc_knn_bad_m():
