@@ -4,34 +4,32 @@ Both models are built from their configs (kMaX: ``configs/kmax_deeplab/...r50...
 mmdet's ``mask2former_r50_8xb2-lsj-50e_coco-panoptic.py`` from the installed package), batch 1,
 eval mode, no grad, random weights (time does not depend on them). The forward is backbone +
 head up to the per-query class and mask logits (mmdet's ``_forward``); post-processing is excluded.
-Each model/size runs in a fresh subprocess, so its peak RSS (``ru_maxrss``) above the RSS before
-the forward is its own. The time is the best of ``--repeat`` calls after one warm-up and is split
-into the backbone, the pixel decoder and the transformer decoder (+ predictor) to show where it goes.
-A progress bar over the (size, model) runs goes to stderr (--no-progress: none).
+The best call's time is split into the backbone, the pixel decoder and the transformer decoder
+(+ predictor) to show where it goes.
+
+Measured with the shared harness (``clusterseg.utils.benchmark``, as every benchmark tool): each
+model / size in its own fresh process; time = best of ``--repeat`` calls after one warm-up; GFLOP
+by FlopCounterMode with the GEMM fraction against this machine's fp32 GEMM measured in the same
+run; peak memory = growth of the worker's resident set over the timed calls (its high-water mark minus
+its resident set just before them). A progress bar over the (size, model) runs goes to stderr
+(--no-progress: none).
 
 Example:
     python tools/analysis_tools/benchmark_kmax.py --sizes 641 1281 --threads 2
 """
 import argparse
 import json
-import os
 import os.path as osp
-import resource
-import subprocess
 import sys
 import time
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, REPO)
 
+from clusterseg.utils import benchmark as bm  # noqa: E402
 from clusterseg.utils.progress import Progress, add_progress_argument, echo  # noqa: E402
 
 KMAX_CFG = osp.join(REPO, 'configs/kmax_deeplab/kmax-deeplab_r50_32xb2-150k_coco-panoptic-1281x1281.py')
-
-
-def _rss():
-    with open('/proc/self/statm') as f:
-        return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
 
 
 def _build(model_name, size):
@@ -74,23 +72,18 @@ def _parts(model_name, model, x):
     return dict(backbone=t1 - t0, pixel_decoder=pixel, transformer_decoder=t2 - t1 - pixel)
 
 
-def child(model_name, size, repeat, threads):
+def point(model_name, size, repeat):
+    """Worker: one model at one size; the parts of the fastest call."""
     import torch
-    torch.set_num_threads(threads)
     torch.set_grad_enabled(False)
     model = _build(model_name, size)
     x = torch.randn(1, 3, size, size)
     params = sum(p.numel() for p in model.parameters())
-    base = _rss()
-    _parts(model_name, model, x)  # warm-up, also the memory measurement
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
-    best = None
-    for _ in range(repeat):
-        t = _parts(model_name, model, x)
-        if best is None or sum(t.values()) < sum(best.values()):
-            best = t
-    print(json.dumps(dict(model=model_name, size=size, params=params, peak_rss_mb=peak / 2 ** 20,
-                          time_s=sum(best.values()), parts=best)))
+    parts = []
+    m = bm.measure(lambda: parts.append(_parts(model_name, model, x)), repeat=max(1, repeat), warmup=1)
+    best = parts[1 + m['times'].index(m['time_s'])]  # parts[0]: the warm-up (FLOP-counted) call
+    return dict(time_s=m['time_s'], flops=m['flops'], peak_mem_mib=m['peak_mem_mib'], params=params,
+                threads=torch.get_num_threads(), parts=best)
 
 
 def parse_args(argv=None):
@@ -101,40 +94,44 @@ def parse_args(argv=None):
                         help='square input sizes (kMaX is built for each)')
     parser.add_argument('--repeat', type=int, default=2, help='timed forwards after the warm-up')
     parser.add_argument('--threads', type=int, default=2, help='torch CPU threads per run')
-    parser.add_argument('--json', help='save the results here')
+    parser.add_argument('--json', help='save the rows here (JSON)')
+    parser.add_argument('--csv', help="save the rows here (the harness's CSV schema)")
     add_progress_argument(parser)
-    parser.add_argument('--child', nargs=2, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.child:
-        return child(args.child[0], int(args.child[1]), args.repeat, args.threads)
+    gemm = bm.run_isolated(bm.gemm_gflops, name='fp32 GEMM', threads=args.threads)
+    print(f'fp32 GEMM on this machine ({args.threads} threads): {gemm:.1f} GFLOP/s')
     rows = []
     runs = [(size, name) for size in args.sizes for name in ('kmax', 'mask2former')]
     with Progress(len(runs), 'forward runs', enabled=not args.no_progress) as bar:
         for size, name in runs:
-            out = subprocess.run([sys.executable, __file__, '--child', name, str(size), '--repeat', str(args.repeat),
-                                  '--threads', str(args.threads)], capture_output=True, text=True,
-                                 env=dict(os.environ, OMP_NUM_THREADS=str(args.threads)))
+            try:
+                r = bm.run_isolated(point, dict(model_name=name, size=size, repeat=args.repeat),
+                                    name=f'{name} @ {size}', threads=args.threads)
+            except bm.WorkerError as e:
+                raise SystemExit(f'{e}\n{e.log[-3000:]}')
             bar.update()
-            line = [ln for ln in out.stdout.splitlines() if ln.startswith('{')]
-            if out.returncode or not line:
-                raise SystemExit(f'{name} @ {size} failed:\n{out.stderr[-3000:]}')
-            rows.append(json.loads(line[-1]))
-            r = rows[-1]
-            parts = ', '.join(f'{k} {v:.2f}s' for k, v in r['parts'].items())
-            echo(f"{name:12s} {size}x{size}: {r['time_s']:.2f} s ({parts}), peak +{r['peak_rss_mb']:.0f} MB, "
-                 f"{r['params'] / 1e6:.1f}M params")
+            parts = r.pop('parts')
+            note = ', '.join(f'{k} {v:.2f}s' for k, v in parts.items())
+            rows.append(bm.make_row(name, 'infer', size, 1, gemm_gflops_per_s=gemm, note=note, **r))
+            rows[-1]['parts'] = parts
+            row = rows[-1]
+            echo(f"{name:12s} {size}x{size}: {row['time_s']:.2f} s ({note}), peak +{row['peak_mem_mib']:.0f} MiB, "
+                 f"{row['params_M']:.1f}M params, {row['gflop']:.0f} GFLOP, GEMM x{row['gemm_fraction']:.2f}")
     for size in args.sizes:
-        k, m = [r for r in rows if r['size'] == size and r['model'] == 'kmax'][0], \
-            [r for r in rows if r['size'] == size and r['model'] == 'mask2former'][0]
+        k, m = [r for r in rows if r['height'] == size and r['model'] == 'kmax'][0], \
+            [r for r in rows if r['height'] == size and r['model'] == 'mask2former'][0]
         print(f'{size}x{size}: kMaX / Mask2Former time {k["time_s"] / m["time_s"]:.2f}x, '
-              f'peak memory {k["peak_rss_mb"] / m["peak_rss_mb"]:.2f}x')
+              f'peak memory {k["peak_mem_mib"] / max(m["peak_mem_mib"], 1e-3):.2f}x')
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(rows, f, indent=1)
+    if args.csv:
+        bm.write_csv(rows, args.csv)
+    return rows
 
 
 if __name__ == '__main__':
