@@ -272,11 +272,31 @@ class _TotalOnly:
         return False
 
 
+def _cpu_sdpa_flop_mapping():
+    """torch's own SDPA formulas for the CPU fused kernel, which ``FlopCounterMode`` does not
+    register (it counts 0 FLOPs for ``_scaled_dot_product_flash_attention_for_cpu`` and its
+    backward): 4 * B * h * N * M * d forward (QK^T and PV), 2.5x that backward (five products,
+    QK^T recomputed)."""
+    import torch
+    from torch.utils import flop_counter as fc
+    aten = torch.ops.aten
+    mapping = {}
+    if hasattr(aten, '_scaled_dot_product_flash_attention_for_cpu'):
+        mapping[aten._scaled_dot_product_flash_attention_for_cpu] = (  # shapes in, as registered
+            lambda q, k, v, *args, out_shape=None, **kwargs: fc.sdpa_flop_count(q, k, v))
+    if hasattr(aten, '_scaled_dot_product_flash_attention_for_cpu_backward'):
+        mapping[aten._scaled_dot_product_flash_attention_for_cpu_backward] = (
+            lambda g, q, k, v, *args, out_shape=None, **kwargs: fc.sdpa_backward_flop_count(
+                g, q, k, v))
+    return mapping
+
+
 def count_flops(fn):
     """FLOPs of calling ``fn()``, by ``torch.utils.flop_counter.FlopCounterMode`` (a multiply-add
-    is 2 FLOPs; matrix products, convolutions and attention kernels)."""
+    is 2 FLOPs; matrix products, convolutions and attention kernels, the CPU fused attention
+    included)."""
     from torch.utils.flop_counter import FlopCounterMode
-    counter = FlopCounterMode(display=False)
+    counter = FlopCounterMode(display=False, custom_mapping=_cpu_sdpa_flop_mapping())
     if hasattr(counter, 'mod_tracker'):
         counter.mod_tracker = _TotalOnly()
     with counter:

@@ -90,6 +90,20 @@ def test_flops_of_a_module_called_with_a_parameter_under_no_grad():
         assert bm.count_flops(lambda: inner(queries)) == 2 * 2 * 4 * 8 * 8
 
 
+def test_flops_of_the_cpu_fused_attention():
+    """FlopCounterMode alone counts 0 for the CPU SDPA kernel and its backward."""
+    import torch
+    import torch.nn.functional as F
+    B, h, N, M, d = 2, 3, 40, 7, 16
+    q = torch.randn(B, h, N, d, requires_grad=True)
+    k, v = torch.randn(B, h, M, d, requires_grad=True), torch.randn(B, h, M, d, requires_grad=True)
+    fwd = 4 * B * h * N * M * d  # QK^T and PV, 2 FLOPs a multiply-add
+    assert bm.count_flops(lambda: F.scaled_dot_product_attention(q, k, v)) == fwd
+    # backward: dV, dP, dQ, dK and the recomputed QK^T, five products of the same size
+    assert bm.count_flops(lambda: F.scaled_dot_product_attention(q, k, v).sum().backward()) \
+        == fwd + 5 * fwd // 2
+
+
 def test_gemm_gflops_is_positive():
     assert bm.gemm_gflops(n=128, repeat=1) > 0
 
