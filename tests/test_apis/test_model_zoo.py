@@ -77,6 +77,8 @@ def test_get_model_builds_every_model_in_the_index(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError('building a model read a checkpoint')
 
+    from clusterseg.engine import install
+    install()  # (get_model installs it: before the monkeypatch, so that undoing it keeps it)
     monkeypatch.setattr(CheckpointLoader, 'load_checkpoint', refuse)
     models = _metafile_models()
     start = time.time()

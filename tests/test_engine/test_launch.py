@@ -1,4 +1,4 @@
-"""CPU adaptation of GPU recipes (clusterseg.engine.adapt_to_device)."""
+"""clusterseg.engine.launch: CPU adaptation of GPU recipes; the one error translation."""
 import pytest
 import torch
 from mmengine.config import Config
@@ -29,3 +29,22 @@ def test_amp_recipe_trains_in_fp32_on_cpu(config):
     cfg.optim_wrapper.pop('paramwise_cfg', None)
     cfg.optim_wrapper.pop('constructor', None)
     assert type(build_optim_wrapper(model, cfg.optim_wrapper)).__name__ == 'OptimWrapper'
+
+
+def test_explained_errors_translate_bad_types_and_keys_and_pass_the_rest():
+    """The one error translation of tools/train.py and tools/test.py (engine.launch.run)."""
+    from clusterseg.engine import ConfigKeyError, UnknownTypeError, explained_errors
+    with pytest.raises(UnknownTypeError, match="exists as 'clusterseg.PaCaViT'") as e:
+        with explained_errors():
+            raise KeyError('PaCaViT is not in the mmseg::model registry. Please check whether '
+                           'the value of `PaCaViT` is correct or it was registered as expected.')
+    assert isinstance(e.value.__cause__, KeyError)
+    with pytest.raises(ConfigKeyError, match="Did you mean 'num_clusters'") as e:
+        with explained_errors():
+            raise TypeError("PaCaViT.__init__() got an unexpected keyword argument 'num_clustres'")
+    assert isinstance(e.value.__cause__, TypeError)
+    for err in (TypeError('unsupported operand'), KeyError('img_path'), ValueError('x')):
+        with pytest.raises(type(err)) as e:
+            with explained_errors():
+                raise err
+        assert e.value is err  # unchanged, not wrapped
