@@ -23,9 +23,12 @@ from .cluster import pool_clusters
 # a block of (B, rows, N) distances holds at most this many elements by default (64 MiB in fp32):
 # B * N^2 <= this (N <= 4096 at B = 1) runs as one block, i.e. the naive N x N algorithm
 DEFAULT_MAX_BLOCK_ELEMS = 2**24
-# on the CPU a block holds at most this many (4 MiB in fp32): a block that stays in the caches runs
-# near the GEMM rate; a 64 MiB one spends most of its time on memory traffic and page faults
-_CPU_BLOCK_ELEMS = 2**20
+# on the CPU a block holds at most this many elements times sqrt(N) (4 MiB in fp32 at N = 4096,
+# 16 MiB at N = 66800): more rows amortise the GEMM's stream over the (N, C) tokens, fewer keep the
+# block's element-wise passes in the caches. Measured best of 2^19..2^23 elements: 2^20 at N = 4096,
+# 2^21 at N = 16384, 2^22 at N = 66800; a 64 MiB block (or the 1 GiB N x N matrix at 512^2) spends
+# most of its time on memory traffic and first-touch page faults
+_CPU_BLOCK_PER_SQRT_N = 2**14
 # rows (and columns) of every distance product: MKL (measured) switches to kernels with other
 # rounding below 4 rows or 12 columns, and a pair's distance must not depend on its block
 _MIN_GEMM_ROWS = 16
@@ -209,8 +212,8 @@ def dpc_knn(x, num_clusters, k=5, memory_efficient=None, max_block_elems=DEFAULT
             ``B * N^2`` exceeds one block. ``False``: one block of all rows (the naive N x N
             algorithm, the tests' reference).
         max_block_elems (int): elements of one (B, rows, N) block in the memory-efficient path
-            (a block has at least 16 rows); on the CPU at most ``2**20`` (4 MiB), so that a block
-            stays in the caches.
+            (a block has at least 16 rows); on the CPU at most ``2**14 * sqrt(N)`` (4 MiB in fp32
+            at N = 4096), so that a block stays in the caches.
 
     Returns:
         list[Tensor] | Tensor: per M, (B, N) long cluster index in ``0..M-1`` (cluster m is centred
@@ -224,7 +227,9 @@ def dpc_knn(x, num_clusters, k=5, memory_efficient=None, max_block_elems=DEFAULT
             raise ValueError(f'dpc_knn: M={m} clusters for N={N} tokens; M must be in 1..N')
     x = x.detach().float()
     k = min(k, N)
-    block = min(max_block_elems, _CPU_BLOCK_ELEMS) if x.device.type == 'cpu' else max_block_elems
+    block = max_block_elems
+    if x.device.type == 'cpu':
+        block = min(block, int(_CPU_BLOCK_PER_SQRT_N * math.sqrt(N)))
     if memory_efficient is None:
         memory_efficient = B * N * N > block
     budget = block if memory_efficient else B * N * N
