@@ -21,7 +21,9 @@ class _Transpose(nn.Module):
     """(B, L, C) <-> (B, C, L), so that BatchNorm1d normalises the channels."""
 
     def forward(self, x):
-        return x.transpose(1, 2)
+        # contiguous: torch.compile's AOT backward of BatchNorm1d on a transposed view fails
+        # ("view size is not compatible", torch 2.14); the values are the same
+        return x.transpose(1, 2).contiguous()
 
 
 def _token_norm_cfg(norm_cfg):
