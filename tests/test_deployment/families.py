@@ -57,3 +57,36 @@ def inputs(name, batch=1, seed=1, shape=None):
     """A preprocessed-looking batch (B, 3, H, W) ~ N(0, 1) at the family's size."""
     g = torch.Generator().manual_seed(seed)
     return torch.randn(batch, 3, *(shape or FAMILIES[name][2]), generator=g)
+
+
+def train_batch(name, batch=2, seed=0):
+    """A ``train_step`` / ``data_preprocessor`` batch for the family: uint8 images at its size and
+    ground truth in the library's data sample (8 classes; kMaX panoptic: 5 things + 4 stuff)."""
+    from mmengine.structures import InstanceData, PixelData
+    g = torch.Generator().manual_seed(seed)
+    H, W = FAMILIES[name][2]
+    imgs = [torch.randint(0, 256, (3, H, W), generator=g, dtype=torch.uint8) for _ in range(batch)]
+    meta = dict(img_shape=(H, W), ori_shape=(H, W), pad_shape=(H, W), scale_factor=(1., 1.))
+    samples = []
+    for _ in range(batch):
+        if name.endswith('-cls'):
+            from mmpretrain.structures import DataSample
+            s = DataSample(metainfo=meta).set_gt_label(int(torch.randint(0, 8, (1, ), generator=g)))
+        elif name == 'kmax-panoptic':
+            from mmdet.structures import DetDataSample
+            from mmdet.structures.mask import BitmapMasks
+            s = DetDataSample(metainfo=meta)
+            masks = torch.zeros(2, H, W, dtype=torch.uint8)
+            masks[0, H // 2:, :W // 2] = 1  # two things in the bottom half
+            masks[1, H // 2:, W // 2:] = 1
+            s.gt_instances = InstanceData(labels=torch.tensor([0, 3]), masks=BitmapMasks(masks.numpy(), H, W),
+                                          bboxes=torch.tensor([[0., H / 2, W / 2, H], [W / 2, H / 2, W, H]]))
+            sem = torch.full((1, H, W), 255, dtype=torch.long)
+            sem[:, :H // 2] = 5 + int(torch.randint(0, 4, (1, ), generator=g))  # one stuff class on top
+            s.gt_sem_seg = PixelData(sem_seg=sem)
+        else:
+            from mmseg.structures import SegDataSample
+            s = SegDataSample(metainfo=meta)
+            s.gt_sem_seg = PixelData(data=torch.randint(0, 8, (1, H, W), generator=g))
+        samples.append(s)
+    return dict(inputs=imgs, data_samples=samples)
