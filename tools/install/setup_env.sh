@@ -19,7 +19,7 @@ step "installing torch 2.14.1 + torchvision 0.29.1 (from the local wheel store) 
 "$PY" -c 'import torch, torchvision; assert torch.__version__.startswith("2.14.1"), torch.__version__' \
     || { echo "torch 2.14.1 is not installed in $VENV" >&2; exit 1; }
 
-step "mmcv 2.1.0 with CPU ops (built from source once per machine; the first build takes 11-15 min)"
+step "mmcv 2.1.0 with CPU ops, and CUDA ops where nvcc, a CUDA torch and a GPU are found (built from source once per machine; the first CPU build takes 11-15 min)"
 bash tools/install/build_mmcv.sh "$PY"
 
 step "installing mmengine / mmdet / mmsegmentation / mmpretrain and runtime + test + docs requirements"
