@@ -8,8 +8,10 @@ DeiT-Ti's (N = 197 tokens, C = 192, 3 heads) and PSViT-tiny's first stage (N = 7
 given map: V projection + proj only), and the ``share_impl='qk'`` pair (q, k handed on; the
 sharing layer recomputes the map inside the fused kernel). Goal: shared <= 0.75x full.
 
-Models: DeiT-Ti/S/B (mmpretrain ``VisionTransformer``), PSViT with the same pooling but no
-sharing (``share_attn`` all 0), and the PSViT presets (``share_impl`` 'map' and 'qk'), 224x224.
+Models (the whole network, at each of ``--resolutions``, default 224 and 512): DeiT-Ti/S/B
+(mmpretrain ``VisionTransformer``, 224 only), PSViT with the same pooling but no sharing
+(``share_attn`` all 0: every shared layer replaced by a full one), and the PSViT presets with the
+default ``share_impl`` ('auto') and with 'qk' and 'map'.
 
 Measured with the shared harness (``clusterseg.utils.benchmark``), in this process because the
 variants of a group are timed round-robin (``best_of_interleaved``), so that load from other
@@ -27,6 +29,7 @@ Example:
     python tools/analysis_tools/benchmark_psvit.py --skip-models   # layers only (seconds)
 """
 import argparse
+import inspect
 import os.path as osp
 import sys
 import time
@@ -178,6 +181,8 @@ def parse_args(argv=None):
     p.add_argument('--skip-models', action='store_true', help='layers only (seconds)')
     p.add_argument('--sizes', nargs='+', default=['tiny', 'small', 'base'],
                    choices=['tiny', 'small', 'base'], help='PSViT / DeiT sizes of the model benchmark')
+    p.add_argument('--resolutions', nargs='+', type=int, default=[224, 512],
+                   help='input sizes of the whole-network comparison (DeiT only at 224)')
     add_progress_argument(p)
     return p.parse_args(argv)
 
@@ -192,7 +197,7 @@ def main(argv=None):
           'fwd / fwd+bwd / saved memory / GFLOP vs the full layer (or DeiT)')
     results = {}
     B = args.batch_size
-    groups = 4 + (0 if args.skip_models else len(args.sizes))  # 2 shapes x (block, attention) + models
+    groups = 4 + (0 if args.skip_models else len(args.sizes) * len(args.resolutions))  # 2 shapes x (block, attention) + models
     with Progress(groups, 'measured groups', enabled=not args.no_progress) as bar:
         for label, N, C, h in [('DeiT-Ti layer (N=197, C=192, h=3)', 197, 192, 3),
                                ('PSViT-tiny stage 0 (N=785, C=96, h=3)', 785, 96, 3)]:
@@ -223,25 +228,36 @@ def main(argv=None):
                 results[(label, unit, 'map')] = (r_full, r_map, r_shared)
         if not args.skip_models:
             Bm = args.model_batch_size
-            x = torch.randn(Bm, 3, 224, 224)
             deit = {'tiny': 'deit-tiny', 'small': 'deit-small', 'base': 'deit-base'}
-            for size in args.sizes:
-                echo(f'\nmodels at 224x224, batch {Bm}: {size}')
-                no_share = [0] * len(PSViT.arch_zoo[size]['share_attn'])
-                g = measure_group([('deit', _DeiT(deit[size]), (x, )),
-                                   ('noshare', _PSViT(size, share_attn=no_share), (x, )),
-                                   ('preset', _PSViT(size), (x, )),
-                                   ('preset_qk', _PSViT(size, share_impl='qk'), (x, ))], args.repeats, dev)
-                bar.update()
-                r_deit, r_noshare, r_ps = g['deit'], g['noshare'], g['preset']
-                row(f'DeiT-{size}', r_deit)
-                row(f'PSViT-{size}, no sharing', r_noshare, r_deit)
-                row(f'PSViT-{size} (preset, map)', r_ps, r_deit)
-                row(f"PSViT-{size} (preset, share_impl='qk')", g['preset_qk'], r_deit)
-                for key, label in (('preset', 'map'), ('preset_qk', 'qk')):
-                    r = g[key]
-                    echo(f"  sharing alone ({label} vs no sharing): fwd x{r['fwd'] / r_noshare['fwd']:.2f}, "
-                         f"fwd+bwd x{r['both'] / r_noshare['both']:.2f}, saved x{r['saved'] / r_noshare['saved']:.2f}")
+            for res in args.resolutions:
+                x = torch.randn(Bm, 3, res, res)
+                for size in args.sizes:
+                    echo(f'\nmodels at {res}x{res}, batch {Bm}: {size}')
+                    no_share = [0] * len(PSViT.arch_zoo[size]['share_attn'])
+                    # the whole network with sharing against the same network with every shared
+                    # layer replaced by a full one; DeiT (224-px position embedding) only at 224
+                    named = [('deit', _DeiT(deit[size]), (x, ))] if res == 224 else []
+                    named += [('noshare', _PSViT(size, share_attn=no_share, img_size=res), (x, )),
+                              ('preset', _PSViT(size, img_size=res), (x, )),
+                              ('preset_qk', _PSViT(size, share_impl='qk', img_size=res), (x, )),
+                              ('preset_map', _PSViT(size, share_impl='map', img_size=res), (x, ))]
+                    g = measure_group(named, args.repeats, dev)
+                    bar.update()
+                    r_noshare = g['noshare']
+                    r_ref = g.get('deit')
+                    if r_ref is not None:
+                        row(f'DeiT-{size}', r_ref)
+                    row(f'PSViT-{size}, no sharing', r_noshare, r_ref)
+                    impl = inspect.signature(PSViT).parameters['share_impl'].default
+                    row(f'PSViT-{size} (preset, default {impl!r})', g['preset'], r_ref)
+                    row(f"PSViT-{size} (preset, share_impl='qk')", g['preset_qk'], r_ref)
+                    row(f"PSViT-{size} (preset, share_impl='map')", g['preset_map'], r_ref)
+                    for key, label in (('preset', impl), ('preset_qk', 'qk'), ('preset_map', 'map')):
+                        r = g[key]
+                        echo(f"  whole network, sharing ({label}) vs no sharing at {res}: "
+                             f"fwd x{r['fwd'] / r_noshare['fwd']:.2f}, "
+                             f"fwd+bwd x{r['both'] / r_noshare['both']:.2f}, "
+                             f"saved x{r['saved'] / r_noshare['saved']:.2f}")
     print('\nsummary: shared / full (goal <= 0.75); pair = (full handing on + shared) / (2 x full), i.e.'
           ' what sharing saves in a network, the hand-off included; map / qk = share_impl:')
     for (label, unit, impl), (r_full, r_map, r_shared) in results.items():
