@@ -70,7 +70,8 @@ def _sq_dists(a, b, a2, b2):
     they commute with the selection (``f(min v) = min f(v)``; the k smallest of v are k smallest
     of f(v), and f keeps them in ascending order).
     """
-    d = torch.bmm(a, b.transpose(1, 2))  # (B, Na, Nb)
+    with torch.autocast(a.device.type, enabled=False):  # fp32 also under the caller's AMP
+        d = torch.bmm(a, b.transpose(1, 2))  # (B, Na, Nb)
     torch.add(a2[:, :, None], d, alpha=-2, out=d)
     return d.add_(b2[:, None, :])
 

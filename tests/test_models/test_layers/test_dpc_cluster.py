@@ -188,6 +188,15 @@ def test_knn_density_of_planted_ties():
     assert torch.equal(rho, naive_rho_delta(x)[0])
 
 
+def test_fp32_under_autocast():
+    torch.manual_seed(7)
+    x = torch.randn(2, 300, 16)
+    want = dpc_knn(x, [4, 16], max_block_elems=2 * 300 * 40)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        got = dpc_knn(x, [4, 16], max_block_elems=2 * 300 * 40)
+    assert all(torch.equal(a, b) for a, b in zip(got, want))
+
+
 def test_row_blocks_never_below_16_rows():
     blocks = dpc_cluster._row_blocks(1, 1000, 1000, 37 * 1000)
     assert blocks[0] == (0, 37) and blocks[-1] == (962, 1000)  # the 1-row tail joins its neighbour
