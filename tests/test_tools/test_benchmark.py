@@ -76,3 +76,19 @@ def test_failed_and_skipped_points_are_recorded(tmp_path):
     assert '--max-seconds 1' in rows['pvtv2-b1', 4096]['error']
     assert 'NoSuchModel' in rows['bad', 32]['error'] and 'NoSuchModel' in rows['bad', 4096]['error']
     assert 'NoSuchModel' in proc.stdout
+
+
+def test_onnx_and_bf16_side_by_side(tmp_path):
+    """--onnx / --bf16: the exported graph gives the eager outputs (<= 1e-4) and the bf16 drift is
+    small but not zero (autocast really ran), each timed against its reference in the same run."""
+    import csv
+    proc = run_tool([TOOL, '--models', 'pacavit-tiny', '--sizes', '64', '--repeat', '1', '--warmup', '0',
+                     '--onnx', '--bf16', '--out-dir', str(tmp_path), '--no-progress'])
+    assert 'onnxruntime vs eager' in proc.stdout and 'bf16 autocast vs fp32' in proc.stdout
+    rows = {}
+    for check in ('onnx', 'bf16'):
+        with open(tmp_path / f'benchmark_{check}.csv') as f:
+            (rows[check], ) = list(csv.DictReader(f))
+        assert rows[check]['error'] == '' and float(rows[check]['other_ms']) > 0
+    assert float(rows['onnx']['max_abs_diff']) <= 1e-4
+    assert 0 < float(rows['bf16']['rel_l2']) < 0.05

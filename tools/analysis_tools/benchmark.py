@@ -37,6 +37,8 @@ example:
   # training step, peak memory with and without gradient checkpointing
   python tools/analysis_tools/benchmark.py --mode train --with-cp --sizes 512 --batch-sizes 1 8 \\
       --models pacavit-tiny clustr-tiny psvit-tiny mit-b1 pvtv2-b1 --out-dir work_dirs/benchmark_train
+  # onnxruntime vs eager and bf16 autocast vs fp32 (speed and output drift), same run
+  python tools/analysis_tools/benchmark.py --models pacavit-tiny psvit-tiny --sizes 224 512 --onnx --bf16
   # whole models from configs, any scope
   python tools/analysis_tools/benchmark.py \\
       configs/pacavit/pacahead_pacavit-tiny_1xb4-300it_synthetic-ade20k-128x128.py \\
@@ -199,6 +201,89 @@ def config_point(config, size, batch, mode='infer', with_cp=False, repeat=3, war
                       warmup, device)
 
 
+def _build_entry(kind, what, size, device='cpu'):
+    """``(model, backbone_only)`` for an entry: a backbone of :data:`BACKBONES` (held as
+    ``.backbone`` so the exporter takes its feature maps) or a config's whole model."""
+    import torch
+    import torch.nn as nn
+    torch.manual_seed(0)
+    if kind == 'backbone':
+        holder = nn.Module()
+        holder.backbone = BACKBONES[what]['build'](size, False)
+        return holder.to(device).eval(), True
+    from mmengine.config import Config
+    from mmengine.registry import MODELS, DefaultScope
+    cfg = Config.fromfile(what)
+    if 'input_size' in cfg.model:
+        cfg.model.input_size = (size, size)
+    if 'init_cfg' in cfg.model.get('backbone', {}):
+        cfg.model.backbone.init_cfg = None
+    with DefaultScope.overwrite_default_scope(cfg.get('default_scope', 'mmengine')):
+        return MODELS.build(cfg.model).to(device).eval(), False
+
+
+def deploy_point(kind, what, size, batch, check='onnx', repeat=3, warmup=1, device='cpu'):
+    """Worker: eager PyTorch against onnxruntime (``check='onnx'``) or fp32 against
+    ``torch.autocast(bfloat16)`` (``check='bf16'``) for one entry, timed interleaved in the same
+    process (clusterseg/deploy)."""
+    import torch
+    model, backbone_only = _build_entry(kind, what, size, device)
+    x = torch.randn(batch, 3, size, size, device=device)
+    if check == 'onnx':
+        from clusterseg.deploy.onnx import time_onnx_vs_eager
+        r = time_onnx_vs_eager(model, x, repeat=repeat, warmup=warmup, backbone_only=backbone_only)
+        return dict(ref_ms=r['eager_ms'], other_ms=r['onnx_ms'], speedup=r['speedup'],
+                    max_abs_diff=r['max_abs_diff'], rel_l2=float('nan'), threads=r['threads'])
+    from clusterseg.deploy.onnx import export_wrapper
+    from clusterseg.deploy.precision import bf16_drift
+    wrapper = export_wrapper(model, backbone_only, (size, size))
+    r = bf16_drift(wrapper, x, repeat=repeat, warmup=warmup)
+    return dict(ref_ms=r['fp32_ms'], other_ms=r['bf16_ms'], speedup=r['speedup'],
+                max_abs_diff=r['max_abs_diff'], rel_l2=r['rel_l2'], threads=torch.get_num_threads())
+
+
+DEPLOY_LABELS = {'onnx': ('eager', 'onnxruntime'), 'bf16': ('fp32', 'bf16 autocast')}
+
+
+def run_deploy(entries, sizes, batch_sizes, check, repeat=3, warmup=1, device='cpu', threads=None,
+               progress=True, timeout=None):
+    """``--onnx`` / ``--bf16``: one row per (entry, batch size, size), each in a fresh process."""
+    rows = []
+    ref, other = DEPLOY_LABELS[check]
+    total = len(entries) * len(sizes) * len(batch_sizes)
+    with Progress(total, f'{check} points', enabled=progress) as bar:
+        for name, kind, what in entries:
+            for b in sorted(batch_sizes):
+                for s in sorted(sizes):
+                    row = dict(model=name, check=check, size=s, batch=b, error='')
+                    try:
+                        row.update(bm.run_isolated(
+                            deploy_point, dict(kind=kind, what=what, size=s, batch=b, check=check,
+                                               repeat=repeat, warmup=warmup, device=device),
+                            name=f'{name} {s}px B={b} ({check})', threads=threads, timeout=timeout))
+                        echo(f"  {name:<22s} {s:5d}px B={b:<3d} {ref} {row['ref_ms']:9.1f} ms  {other} "
+                             f"{row['other_ms']:9.1f} ms  x{row['speedup']:.2f}  max|diff| "
+                             f"{row['max_abs_diff']:.2e}")
+                    except bm.WorkerError as e:
+                        row['error'] = e.detail
+                        echo(f'  {name:<22s} {s:5d}px B={b:<3d} {check}: {e.detail}')
+                    rows.append(row)
+                    bar.update()
+    return rows
+
+
+def write_deploy_csv(rows, path):
+    import csv
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    cols = ['model', 'check', 'size', 'batch', 'ref_ms', 'other_ms', 'speedup', 'max_abs_diff',
+            'rel_l2', 'threads', 'error']
+    with open(path, 'w', newline='') as f:
+        w = csv.DictWriter(f, cols, extrasaction='ignore')
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
 # ---------------------------------------------------------------------------- driver side
 def measure_gemm(device='cpu', threads=None, n=None):
     """This machine's fp32 GEMM GFLOP/s, in a worker with the points' threads."""
@@ -357,6 +442,12 @@ def parse_args(argv=None):
     parser.add_argument('--plot', help='write the plot here (default: OUT_DIR/benchmark.png)')
     parser.add_argument('--out-dir', help='folder for benchmark.csv and benchmark.png '
                                           '(default: work_dirs/benchmark if neither --csv nor --plot)')
+    parser.add_argument('--onnx', action='store_true',
+                        help='also time onnxruntime against eager PyTorch (same process, same '
+                             'threads, interleaved) and print the max |difference| of the outputs')
+    parser.add_argument('--bf16', action='store_true',
+                        help='also time torch.autocast(bfloat16) inference against fp32 and print '
+                             'the drift of the outputs (max |diff|, relative L2)')
     add_progress_argument(parser)
     args = parser.parse_args(argv)
     if args.names and len(args.names) != len(args.configs):
@@ -395,6 +486,15 @@ def main(argv=None):
     if args.plot:
         os.makedirs(osp.dirname(osp.abspath(args.plot)), exist_ok=True)
         files.append(plot(rows, args.plot))
+    for check in [c for c in ('onnx', 'bf16') if getattr(args, c)]:
+        ref, other = DEPLOY_LABELS[check]
+        print(f'\n{check}: {other} vs {ref}, same process and threads, interleaved best-of-{args.repeat}')
+        extra = run_deploy(entries, args.sizes, args.batch_sizes, check, args.repeat, args.warmup,
+                           args.device, args.threads, not args.no_progress,
+                           2 * args.max_seconds + 120 if args.max_seconds else None)
+        if args.csv:
+            files.append(write_deploy_csv(extra, osp.splitext(args.csv)[0] + f'_{check}.csv'))
+        rows = rows + extra
     print('wrote ' + ', '.join(files))
     return rows
 
