@@ -6,6 +6,7 @@ convex combination of the patches, so attention costs O(N * M * C) instead of O(
 
 Shapes: B batch, N = H * W patches, C channels, M clusters, h heads, d = C / h.
 """
+import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -38,10 +39,17 @@ class P2CConv2d(nn.Module):
         )
 
     def forward(self, x, hw_shape):
-        """x: (B, N, C) -> cluster logits (B, M, N)."""
+        """x: (B, N, C) -> cluster logits (B, M, N), contiguous."""
         B, N, C = x.shape
+        dw, act1, pw1, act2, pw2 = self.clustering
         x = x.view(B, *hw_shape, C).permute(0, 3, 1, 2)  # channels-last (B, C, H, W) view, no copy
-        return self.clustering(x).flatten(2)  # (B, M, N)
+        x = act1(dw(x)).permute(0, 2, 3, 1).reshape(B, N, C)  # channels-last out: a view
+        # a 1x1 conv is a matrix product over the channels: on the (B, N, C) tokens one GEMM each,
+        # no NCHW round trip (the conv weights (out, in, 1, 1) viewed as (out, in)); the last one
+        # as W @ x^T, so the logits come out (B, M, N) contiguous: the softmax over N and the
+        # gradient of pool_clusters' (B, M, N) @ (B, N, C) need no transposing copy
+        x = act2(F.linear(x, pw1.weight.flatten(1), pw1.bias))  # (B, N, C)
+        return torch.matmul(pw2.weight.flatten(1), x.transpose(1, 2))  # (B, M, N)
 
 
 class P2CMlp(nn.Module):
