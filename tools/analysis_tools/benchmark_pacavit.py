@@ -1,10 +1,14 @@
 """Speed and memory of the PaCa-ViT-tiny backbone against its global-MHSA variant and peer backbones.
 
-What it builds: PaCa-ViT-tiny, the same network with global MHSA in every stage instead of
-patch-to-cluster attention (``num_clusters=[0, 0, 0, 0]``), and the peers MiT-b1 (mmseg) and
-PVTv2-b1 (mmdet), as ``tools/analysis_tools/benchmark.py`` builds them. What it compares:
+What it builds: PaCa-ViT-tiny; ``pacavit-tiny-naive``, the same weights run the straightforward
+way (:func:`naive_pacavit`: NCHW convs, einsum attention, no fusions; same outputs and gradients,
+tests/test_models/test_backbones/test_pacavit_train_equivalence.py); the same network with
+global MHSA in every stage instead of patch-to-cluster attention (``num_clusters=[0, 0, 0, 0]``),
+and the peers MiT-b1 (mmseg) and PVTv2-b1 (mmdet), as ``tools/analysis_tools/benchmark.py`` builds
+them. What it compares:
 ratios against PaCa-ViT-tiny (time and peak memory), time(1024)/time(512), the GEMM fraction of
-PaCa-ViT-tiny at 512 px (goal >= 0.5), the peak-memory saving of ``with_cp`` in train mode, and a
+PaCa-ViT-tiny at 512 px (goal >= 0.5; train mode: >= 0.65, and the naive network's time over
+PaCa-ViT-tiny's, goal >= 1.5), the peak-memory saving of ``with_cp`` in train mode, and a
 profile of where the PaCa-ViT-tiny forward spends its time.
 
 Measured with the shared harness (``clusterseg.utils.benchmark``; see ``benchmark.py --help``):
@@ -17,6 +21,9 @@ is skipped. A progress bar over the points goes to stderr (--no-progress: none).
 Example:
     python tools/analysis_tools/benchmark_pacavit.py --sizes 224 512 1024 --batch-sizes 1 8
     python tools/analysis_tools/benchmark_pacavit.py --sizes 224 --batch-sizes 1 --repeat 1   # quick
+    # training step: GEMM fraction and the ratio to the straightforward network
+    python tools/analysis_tools/benchmark_pacavit.py --mode train --sizes 512 --batch-sizes 1 8 \\
+        --models pacavit-tiny pacavit-tiny-naive --threads 1 --repeat 3
     # training memory with and without gradient checkpointing
     python tools/analysis_tools/benchmark_pacavit.py --mode train --with-cp --sizes 512 --batch-sizes 8 \\
         --models pacavit-tiny --repeat 1
@@ -32,10 +39,95 @@ from clusterseg.utils import benchmark as bm  # noqa: E402
 from clusterseg.utils.progress import add_progress_argument  # noqa: E402
 from tools.analysis_tools import benchmark as bench  # noqa: E402
 
-MODELS = ('pacavit-tiny', 'pacavit-tiny-mhsa', 'mit-b1', 'pvtv2-b1')
+MODELS = ('pacavit-tiny', 'pacavit-tiny-naive', 'pacavit-tiny-mhsa', 'mit-b1', 'pvtv2-b1')
 # global MHSA is quadratic in the stage-1 tokens: above this many it is skipped (est. minutes per image)
 MHSA_MAX_TOKENS = 128 * 128
+
+
+def naive_pacavit(model):
+    """``forward(x)`` of a PaCaViT (conv clustering, no teacher, no dropout / drop path) written
+    the straightforward way, on the same modules and weights: every conv an NCHW ``F.conv2d`` on
+    a contiguous map (tokens <-> maps by transpose + reshape + contiguous, the mmseg convention),
+    the 1x1 clustering convs as convs, attention as einsum + softmax, the Mix-FFN's shortcut as a
+    separate add. The peer that says what PaCaViT's own layout and fusions buy (same outputs)."""
+    import torch
+    import torch.nn.functional as F
+    if model.paca_teacher is not None or model.arch_settings['clustering'] != 'conv':
+        raise ValueError('naive_pacavit: only the conv-clustering variants without a teacher')
+
+    def conv(m, x, groups=1):
+        return F.conv2d(x, m.weight, m.bias, m.stride, m.padding, m.dilation, groups)
+
+    def ln2d(norm, x):  # (B, C, H, W) -> LN over C -> (B, C, H, W) contiguous
+        y = F.layer_norm(x.permute(0, 2, 3, 1), norm.normalized_shape, norm.weight, norm.bias,
+                         norm.eps)
+        return y.permute(0, 3, 1, 2).contiguous()
+
+    def to_map(t, H, W):  # (B, N, C) -> (B, C, H, W) contiguous
+        return t.transpose(1, 2).reshape(t.shape[0], -1, H, W).contiguous()
+
+    def block(blk, t, H, W, z):
+        B, N, C = t.shape
+        a, y = blk.attn, blk.norm1_before(t)
+        if a.num_clusters:
+            if a.clustering is not None:
+                dw, _, pw1, _, pw2 = a.clustering.clustering
+                logits = conv(pw2, F.gelu(conv(pw1, F.gelu(conv(dw, to_map(y, H, W), C)))))
+                z = logits.flatten(2).softmax(-1)  # (B, M, N)
+            c = a.cluster_norm(torch.einsum('bmn,bnc->bmc', z, y))  # (B, M, C)
+        else:
+            c = y
+        h = a.num_heads
+        q = a.q(y).reshape(B, N, h, -1)
+        k, v = a.k(c).reshape(B, c.shape[1], h, -1), a.v(c).reshape(B, c.shape[1], h, -1)
+        attn = (torch.einsum('bnhd,bmhd->bhnm', q, k) * a.scale).softmax(-1)  # (B, h, N, M)
+        t = t + a.proj(torch.einsum('bhnm,bmhd->bnhd', attn, v).reshape(B, N, C))
+        mlp = blk.mlp
+        u = to_map(mlp.fc1(blk.norm2_before(t)), H, W)  # (B, 4C, H, W)
+        if mlp.dwconv is not None:
+            d = conv(mlp.dwconv.dwconv, u, u.shape[1])
+            u = u + d if mlp.dwconv.shortcut else d
+        return t + mlp.fc2(F.gelu(u.flatten(2).transpose(1, 2))), z
+
+    def forward(x):
+        pe = model.patch_embed
+        for c in pe.proj:
+            x = conv(c, x)
+        x = ln2d(pe.norm, x)
+        outs = []
+        for i in range(4):
+            B, C, H, W = x.shape
+            t, z = x.flatten(2).transpose(1, 2), None  # (B, N, C)
+            for blk in getattr(model, f'stage{i + 1}'):
+                t, z = block(blk, t, H, W, z)
+            x = to_map(getattr(model, f'norm{i + 1}')(t), H, W)
+            outs.append(x)
+            if i < 3:
+                tr = getattr(model, f'transition{i + 1}')
+                x = ln2d(tr.norm, conv(tr.proj, x))
+        return tuple(outs[j] for j in model.out_indices)
+    return forward
+
+
+class NaivePaCaViT(__import__('torch').nn.Module):
+    """A PaCaViT run through :func:`naive_pacavit` (same parameters, same outputs)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        self._forward = naive_pacavit(model)
+
+    def forward(self, x):
+        return self._forward(x)
+
+
+def _naive(arch):
+    build = bench._pacavit(arch)
+    return lambda size, with_cp: NaivePaCaViT(build(size, False))
+
+
 ZOO = {m: bench.BACKBONES[m] for m in MODELS if m in bench.BACKBONES}
+ZOO['pacavit-tiny-naive'] = dict(build=_naive('tiny'), cp=False)
 ZOO['pacavit-tiny-mhsa'] = dict(build=bench._pacavit('tiny', num_clusters=[0, 0, 0, 0]), cp=False)
 
 
@@ -118,6 +210,19 @@ def main(argv=None):
             print(f'  {s}px batch {b}: ' + ('; '.join(parts) or '-'))
     for line in bench.cp_summary(rows):
         print(line)
+    if args.mode == 'train':
+        for b in args.batch_sizes:
+            for s in args.sizes:
+                ref, naive = get('pacavit-tiny', s, b), get('pacavit-tiny-naive', s, b)
+                if ref is None:
+                    continue
+                line = (f"train step pacavit-tiny {s}px batch {b}: GEMM fraction "
+                        f"{ref['gemm_fraction']:.2f} (goal >= 0.65)")
+                if naive is not None:
+                    line += (f"; the straightforward network (pacavit-tiny-naive) takes "
+                             f"x{naive['time_s'] / ref['time_s']:.2f} its time (goal >= 1.5), "
+                             f"GEMM fraction {naive['gemm_fraction']:.2f}")
+                print(line)
     if args.mode == 'infer':
         for b in args.batch_sizes:
             a, c = get('pacavit-tiny', 512, b), get('pacavit-tiny', 1024, b)

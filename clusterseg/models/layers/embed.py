@@ -127,8 +127,8 @@ class ConvDownsample(nn.Module):
         conv = self.proj
         nhwc = x.permute(0, 2, 3, 1)  # (B, H, W, C_in)
         if (torch.is_grad_enabled() and not torch.jit.is_tracing() and not torch.jit.is_scripting()
-                and isinstance(conv, nn.Conv2d) and nhwc.is_contiguous() and conv.kernel_size == (3, 3)
-                and conv.stride == (2, 2) and conv.padding == (1, 1) and conv.dilation == (1, 1)
+                and isinstance(conv, nn.Conv2d) and nhwc.is_contiguous()
+                and conv.kernel_size == (3, 3) and conv.stride == (2, 2) and conv.padding == (1, 1) and conv.dilation == (1, 1)
                 and conv.groups == 1 and conv.padding_mode == 'zeros'):
             y = _Conv3x3S2NHWC.apply(nhwc, conv.weight, conv.bias)  # (B, Ho, Wo, C_out)
             y = F.layer_norm(y, self.norm.normalized_shape, self.norm.weight, self.norm.bias,
