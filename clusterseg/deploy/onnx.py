@@ -417,6 +417,14 @@ def export_onnx(model, out_file: str, shape: Tuple[int, int] = (224, 224), batch
         torch.onnx.export(wrapper, (x, ), out_file, dynamo=False, opset_version=opset,
                           input_names=['input'], output_names=names, dynamic_axes=dynamic_axes,
                           do_constant_folding=True)
+    import onnx
+    if 'input' not in [i.name for i in onnx.load(out_file, load_external_data=False).graph.input]:
+        os.remove(out_file)
+        raise ExportError(
+            f'{type(model).__name__}: the traced graph does not depend on its input (folded to '
+            'constants): some module computes its output on a path the tracer does not record '
+            '(a custom autograd.Function, .item() / .tolist(), numpy); it must take its plain '
+            'PyTorch path under torch.jit.is_tracing()')
     return wrapper
 
 
