@@ -259,3 +259,14 @@ def test_cli_errors(tmp_path, capsys):
         with pytest.raises(SystemExit) as exc:
             pytorch2onnx.parse_args([kmax, 'none', '--shape', *shape])
         assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_graph_that_ignores_its_input_is_refused(tmp_path, monkeypatch):
+    """E.g. a module computing on a path the tracer does not record: folded to constants."""
+    model = build('psvit-cls')
+    with torch.no_grad():
+        feats = model.backbone(torch.zeros(1, 3, 64, 64))
+    monkeypatch.setattr(model.backbone, 'forward', lambda x: feats)
+    with pytest.raises(D.ExportError, match='does not depend on its input'):
+        D.export_onnx(model, str(tmp_path / 'c.onnx'), (64, 64))
+    assert not (tmp_path / 'c.onnx').exists()
