@@ -7,7 +7,7 @@ forward and loss, as AmpOptimWrapper's ``optim_context`` does on a GPU (bf16 nee
 scaling); tests/test_gpu/ runs AmpOptimWrapper itself.
 
 Bounds (measured on the tiny models, random weights, batch 1): relative L2 drift of the outputs
-0.2-1.4 % (bound 5 %); relative change of the training loss 0.02-0.24 % (bound 2 %).
+0.2-1.4 %, ClusTR 3.5 % (its clusters can change) (bound 5 %); relative change of the training loss 0.02-0.24 % (bound 2 %).
 """
 import pytest
 import torch
@@ -18,17 +18,6 @@ from tests.test_deployment.families import FAMILIES, build, inputs, train_batch
 
 REL_L2 = 0.05
 LOSS_REL = 0.02
-
-# the in-progress blockwise DPC-kNN runs its distance GEMMs under the caller's autocast (bf16
-# products, then a dtype clash in scatter_); the fix is an autocast-disabled region inside dpc_knn
-_CLUSTR_AUTOCAST = pytest.mark.xfail(
-    raises=RuntimeError, strict=False,
-    reason='dpc_knn must run its distances in fp32 with autocast disabled (scatter dtype clash)')
-
-
-def _params(name):
-    return [pytest.param(n, marks=_CLUSTR_AUTOCAST) if n == 'clustr-cls' else n for n in name]
-
 
 def test_bf16_drift_by_hand():
     """An identity Linear under autocast returns x rounded to bf16: the drift is that rounding."""
@@ -44,14 +33,14 @@ def test_bf16_drift_by_hand():
     assert res['fp32_ms'] > 0 and res['bf16_ms'] > 0
 
 
-@pytest.mark.parametrize('name', _params(FAMILIES))
+@pytest.mark.parametrize('name', list(FAMILIES))
 def test_bf16_inference_drift(name):
     res = bf16_drift(build(name), inputs(name))
     assert res['finite'] == 1.0
     assert 0 < res['rel_l2'] < REL_L2, res  # > 0: autocast did run in bf16
 
 
-@pytest.mark.parametrize('name', _params(FAMILIES))
+@pytest.mark.parametrize('name', list(FAMILIES))
 def test_bf16_autocast_train_step(name):
     model = build(name)
     model.train()
