@@ -122,14 +122,18 @@ class ConvDownsample(nn.Module):
         When gradients are recorded, a single 3x3 / stride-2 / pad-1 conv on a channels-last laid
         out map (a PaCa-ViT stage's tokens viewed as (B, C, H, W)) runs as one GEMM over the taps
         (:class:`_Conv3x3S2NHWC`) and returns a channels-last view; anything else (inference,
-        tracing for export or MAC counting) runs ``nn.Conv2d``.
+        tracing for export or MAC counting, autocast, torch.compile) runs ``nn.Conv2d``.
         """
         conv = self.proj
         nhwc = x.permute(0, 2, 3, 1)  # (B, H, W, C_in)
-        if (torch.is_grad_enabled() and not torch.jit.is_tracing() and not torch.jit.is_scripting()
-                and isinstance(conv, nn.Conv2d) and nhwc.is_contiguous()
-                and conv.kernel_size == (3, 3) and conv.stride == (2, 2) and conv.padding == (1, 1) and conv.dilation == (1, 1)
-                and conv.groups == 1 and conv.padding_mode == 'zeros'):
+        # autocast / torch.compile: nn.Conv2d (the custom Function has no mixed-precision casts,
+        # and the compiler fuses the conv itself)
+        eager_fp = (torch.is_grad_enabled() and not torch.jit.is_tracing()
+                    and not torch.jit.is_scripting() and not torch.compiler.is_compiling()
+                    and not torch.is_autocast_enabled(x.device.type))
+        if (eager_fp and isinstance(conv, nn.Conv2d) and nhwc.is_contiguous()
+                and conv.kernel_size == (3, 3) and conv.stride == (2, 2) and conv.padding == (1, 1)
+                and conv.dilation == (1, 1) and conv.groups == 1 and conv.padding_mode == 'zeros'):
             y = _Conv3x3S2NHWC.apply(nhwc, conv.weight, conv.bias)  # (B, Ho, Wo, C_out)
             y = F.layer_norm(y, self.norm.normalized_shape, self.norm.weight, self.norm.bias,
                              self.norm.eps)
