@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 
 install: $(STAMP)
 
-$(STAMP): setup.py requirements/runtime.txt requirements/mminstall.txt requirements/tests.txt requirements/docs.txt requirements/nodeps.txt tools/install/setup_env.sh tools/install/build_mmcv.sh
+$(STAMP): setup.py requirements/runtime.txt requirements/mminstall.txt requirements/tests.txt requirements/deploy.txt requirements/docs.txt requirements/nodeps.txt tools/install/setup_env.sh tools/install/build_mmcv.sh
 	@bash tools/install/setup_env.sh
 
 demo: $(STAMP)

@@ -40,6 +40,9 @@ def parse_args(argv=None):
                         help='load checkpoints with weights_only=False (only for files you trust)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config keys, e.g. train_cfg.max_iters=100')
+    parser.add_argument('--compile', nargs='?', const='inductor', default=None, metavar='BACKEND',
+                        help='torch.compile the train/val/test step (inductor, aot_eager, eager; '
+                             'docs/en/deployment.md)')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
                         help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)

@@ -7,6 +7,7 @@
 * :mod:`.patches`: clusterseg's runtime safety in torch / mmengine, :func:`install`;
 * :mod:`.hooks`: the runner hooks; :mod:`.data_checks`: COCO annotation audits.
 """
+from . import compile as _compile  # noqa: F401  (registers CompileHook for saved configs)
 from .config import (add_result_dump, enable_amp, enable_auto_scale_lr, enable_visualization,
                      prepare_config, scope_of, set_trust_checkpoints, set_work_dir, use_tta)
 from .errors import (SCOPES, ConfigKeyError, EmptyDatasetError, UnknownTypeError,

@@ -182,6 +182,9 @@ def prepare_config(args, mode):
     else:
         _apply_test_flags(cfg, args)
         loaders = ('test_dataloader', )
+    if getattr(args, 'compile', None):
+        from .compile import apply_compile
+        apply_compile(cfg, args.compile, mode)  # cfg.compile (train_step) + CompileHook (val/test)
     adapt_to_device(cfg)
     check_data_roots(cfg, loaders)
     align_evaluators(cfg, args.cfg_options)  # metrics read the evaluated dataset's annotations

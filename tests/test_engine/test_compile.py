@@ -201,3 +201,31 @@ def test_compile_hook_compiles_val_and_test_step_once():
     assert Runner.model.test_step(torch.ones(2))[0].tolist() == [2., 2.]
     assert Runner.model.val_step(torch.ones(2))[0].tolist() == [2., 2.]
     assert len(Runner.logger.messages) == 2
+
+
+@pytest.mark.parametrize('tool, mode', [('train', 'train'), ('test', 'test')])
+def test_tools_compile_flag_reaches_the_config(tool, mode, tmp_path):
+    """tools/train.py / test.py --compile [BACKEND] -> prepare_config -> cfg.compile + CompileHook;
+    without the flag the config has neither."""
+    import importlib.util
+    from clusterseg.engine import prepare_config
+    from tests.conftest import REPO
+    spec = importlib.util.spec_from_file_location(f'tool_{tool}', f'{REPO}/tools/{tool}.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = f'{REPO}/configs/pacavit/pacavit-tiny_1xb32-10e_synthetic-imagenet-64px.py'
+    ckpt = tmp_path / 'w.pth'
+    ckpt.write_bytes(b'')
+    root = tmp_path / 'imagenet'
+    from clusterseg.datasets import synthetic
+    synthetic.make_cls(str(root), num_train=2, num_val=1, size=32, seed=0, progress=False)
+    opts = [f'{k}_dataloader.dataset.data_root={root}' for k in ('train', 'val', 'test')]
+    pos = [config] + ([str(ckpt)] if tool == 'test' else [])
+    rest = ['--work-dir', str(tmp_path / 'w'), '--cfg-options'] + opts
+    for extra, backend in ([], None), (['--compile'], 'inductor'), (['--compile', 'aot_eager'], 'aot_eager'):
+        cfg = prepare_config(module.parse_args(pos + extra + rest), mode)
+        hooks = [h for h in cfg.get('custom_hooks', []) if h['type'] == 'clusterseg.CompileHook']
+        if backend is None:
+            assert 'compile' not in cfg and not hooks
+        else:
+            assert cfg.compile['backend'] == backend and hooks[0]['compile_cfg']['backend'] == backend
