@@ -15,13 +15,23 @@ import pytest  # noqa: E402
 
 PYTHON = sys.executable
 
-# The test tiers. Tool-level end-to-end runs (a tool or a whole Runner in a subprocess, a training
-# run, the x20 load test, the docs build) carry the ``e2e`` marker: ``make test-fast``
-# (``pytest -m "not e2e"``) runs the unit tier only, ``make test`` (CI) runs everything. A module
-# listed here is e2e as a whole; a single test elsewhere can be marked ``@pytest.mark.e2e``.
+# The test tiers. End-to-end runs carry the ``e2e`` marker: a tool or a whole Runner in a
+# subprocess (training, testing, the x20 load test, the docs build), the inferencers and demos on
+# whole models, the sweep that builds every config, and the compilers (torch.compile, ONNX export).
+# ``make test-fast`` (``pytest -m "not e2e"``) runs the unit tier only, ``make test`` (CI) runs
+# everything. A module listed here is e2e as a whole; a single test elsewhere can be marked
+# ``@pytest.mark.e2e``.
 E2E_MODULES = (
     'tests/test_tools/',
+    'tests/test_apis/test_inference.py',
+    'tests/test_apis/test_model_zoo.py',
+    'tests/test_apis/test_cluster_demo.py',
+    'tests/test_apis/test_image_demo.py',
+    'tests/test_configs.py',
     'tests/test_docs.py',
+    'tests/test_deployment/test_onnx.py',
+    'tests/test_engine/test_compile.py',
+    'tests/test_engine/test_patches.py',
     'tests/test_reliability/test_load.py',
     'tests/test_reliability/test_determinism_resume.py',
     'tests/test_reliability/test_distributed.py',
@@ -31,6 +41,8 @@ E2E_MODULES = (
     'tests/test_reliability/test_bad_annotations.py',
     'tests/test_reliability/test_checkpoint_files.py',
     'tests/test_reliability/test_checkpoint_fit.py',
+    'tests/test_reliability/test_checkpoint_schemes.py',
+    'tests/test_reliability/test_panoptic_mismatch.py',
 )
 
 
