@@ -12,9 +12,17 @@ HERE = osp.dirname(osp.abspath(__file__))
 
 
 def read_requirements(name):
-    """Requirement lines of requirements/NAME (comments and blanks dropped)."""
+    """Requirement lines of requirements/NAME (comments and blanks dropped; ``-r OTHER`` lines
+    replaced by the lines of requirements/OTHER, as pip reads them)."""
     with open(osp.join(HERE, 'requirements', name)) as f:
-        return [ln.split('#')[0].strip() for ln in f if ln.split('#')[0].strip()]
+        lines = [ln.split('#')[0].strip() for ln in f if ln.split('#')[0].strip()]
+    out = []
+    for ln in lines:
+        if ln.startswith('-r'):
+            out += read_requirements(ln[2:].strip())
+        else:
+            out.append(ln)
+    return out
 
 
 def get_version():
@@ -41,6 +49,7 @@ setup(
     extras_require={
         'tests': read_requirements('tests.txt'),
         'docs': read_requirements('docs.txt'),
+        'deploy': read_requirements('deploy.txt'),
     },
     license='Apache License 2.0',
     zip_safe=False,

@@ -9,6 +9,17 @@ PY="$VENV/bin/python"
 # pip reads the local wheel mirror; never let it resolve another torch (that downloads GBs)
 PIP=("$PY" -m pip install --disable-pip-version-check -q)
 step() { echo "[setup $(date +%H:%M:%S)] $*"; }
+# pip, stopping the set-up when it fails (its output is filtered only for the "is ignored" notes)
+pip_or_die() {
+    local log="$VENV/.pip-step.log"
+    if ! "${PIP[@]}" "$@" > "$log" 2>&1; then
+        cat "$log" >&2
+        echo "[setup] pip install $* failed, see above" >&2
+        exit 1
+    fi
+    grep -v 'is ignored' "$log" || true
+    rm -f "$log"
+}
 
 if [ ! -x "$PY" ]; then
     step "creating virtual environment $VENV (python3 -m venv)"
@@ -23,13 +34,12 @@ step "mmcv 2.1.0 with CPU ops, and CUDA ops where nvcc, a CUDA torch and a GPU a
 bash tools/install/build_mmcv.sh "$PY"
 
 step "installing mmengine / mmdet / mmsegmentation / mmpretrain and runtime + test + docs requirements"
-"${PIP[@]}" -r requirements/runtime.txt -r requirements/mminstall.txt -r requirements/tests.txt \
-    -r requirements/docs.txt \
-    2>&1 | grep -v 'is ignored' || true
+pip_or_die -r requirements/runtime.txt -r requirements/mminstall.txt -r requirements/tests.txt \
+    -r requirements/docs.txt
 step "installing requirements/nodeps.txt without their (over-strict) dependencies"
-"${PIP[@]}" --no-deps -r requirements/nodeps.txt 2>&1 | grep -v 'is ignored' || true
+pip_or_die --no-deps -r requirements/nodeps.txt
 step "installing clusterseg (editable)"
-"${PIP[@]}" --no-deps --no-build-isolation -e . 2>&1 | grep -v 'is ignored' || true
+pip_or_die --no-deps --no-build-isolation -e .
 step "checking the installation"
-"$PY" -c 'import clusterseg, mmcv.ops, mmdet.models, mmseg.models, mmpretrain.models, panopticapi.evaluation; print("[setup] ok: clusterseg", clusterseg.__version__)'
+"$PY" -c 'import clusterseg, mmcv.ops, mmdet.models, mmseg.models, mmpretrain.models, panopticapi.evaluation, onnx, onnxruntime; print("[setup] ok: clusterseg", clusterseg.__version__)'
 touch "$VENV/.clusterseg-installed"
