@@ -11,6 +11,19 @@
 #   GPU_CHECK_SIZES       benchmark resolutions (default "512")
 #   GPU_CHECK_MODELS      benchmark backbones (default "pacavit-tiny clustr-tiny psvit-tiny mit-b1 pvtv2-b1")
 # Exit status: that of the tests (the benchmark's failures are recorded, not fatal).
+usage() {
+    cat <<'USAGE'
+usage: bash tools/misc/gpu_check.sh [OUT_DIR]
+
+Install (mmcv with CUDA ops), run the GPU tests (tests/test_gpu) and a short speed benchmark on a
+CUDA machine; the figures go to OUT_DIR/gpu_check.md (default work_dirs/gpu_check).
+Environment: PY (.venv/bin/python), GPU_CHECK_SIZES ("512"), GPU_CHECK_MODELS.
+
+Example:
+  bash tools/misc/gpu_check.sh work_dirs/gpu_check
+USAGE
+}
+case "${1:-}" in -h|--help) usage; exit 0 ;; esac
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
