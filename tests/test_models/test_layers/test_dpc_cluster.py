@@ -109,7 +109,7 @@ def test_chunked_equals_naive_without_an_n_by_n_block(monkeypatch):
     assert sum(sizes) < 2 * 700 * (700 * 1.25 + 50), sum(sizes) / (2 * 700 * 700)
     sizes.clear()
     dpc_knn(x, [10, 40], memory_efficient=False)
-    assert max(sizes) == 2 * 700 * 700  # the naive path really is N x N
+    assert max(sizes) >= 2 * 700 * 700  # the naive path really is N x N (and pad columns)
 
 
 def naive_rho_delta(x, k=5):
@@ -158,10 +158,15 @@ def _tokens(kind, B, N, C, seed):
 @pytest.mark.parametrize('kind,B,N,C', [('gauss', 1, 1000, 64), ('gauss', 3, 333, 32),
                                         ('grid', 2, 600, 8), ('dups', 2, 517, 16),
                                         ('gauss', 2, 15, 8), ('grid', 1, 4, 3)])
-def test_every_block_size_gives_the_naive_numbers(kind, B, N, C):
+@pytest.mark.parametrize('tile_cols', [4096, 256, 64])
+def test_every_block_size_gives_the_naive_numbers(kind, B, N, C, tile_cols, monkeypatch):
     """rho, delta (bit for bit) and the assignments of the blockwise passes equal the naive
-    formula's for any block size: budgets of 1 (the 16-row floor), a 1-row tail block (N = 1000,
-    37 rows), uneven blocks, one block; N not a multiple of the column-group size."""
+    formula's for any block size: budgets of 1 (the 16-row floor), 37 rows (uneven blocks of 35-36
+    rows at N = 1000), 100 rows, one block; N not a multiple of the column-group size; one column
+    tile or several (of about 256 or 64 columns; the last tile
+    padded)."""
+    monkeypatch.setattr(dpc_cluster, '_TILE_COLS', tile_cols)
+    monkeypatch.setattr(dpc_cluster, '_TILE_ABOVE', min(N - 1, tile_cols))
     x = _tokens(kind, B, N, C, seed=N + C)
     rho, delta2 = naive_rho_delta(x)
     counts = [max(1, N // 64), min(N, 4 * max(1, N // 64))]
@@ -198,12 +203,14 @@ def test_fp32_under_autocast():
 
 
 def test_row_blocks_never_below_16_rows():
-    blocks = dpc_cluster._row_blocks(1, 1000, 1000, 37 * 1000)
-    assert blocks[0] == (0, 37) and blocks[-1] == (962, 1000)  # the 1-row tail joins its neighbour
-    assert all(e - s >= 16 for s, e in blocks) and blocks[-1][1] == 1000
-    assert all(b[1] == c[0] for b, c in zip(blocks, blocks[1:]))
-    assert dpc_cluster._row_blocks(2, 100, 50, 1) == [(s, s + 16) for s in range(0, 80, 16)] + [(80, 100)]
+    blocks = dpc_cluster._row_blocks(1, 1000, 1000, 37 * 1000)  # 37 rows -> 28 blocks of 35-36
+    assert len(blocks) == 28 and blocks[0] == (0, 36) and blocks[-1] == (965, 1000)
+    assert all(b[1] == c[0] for b, c in zip(blocks, blocks[1:])) and blocks[0][0] == 0
+    assert all(35 <= e - s <= 37 for s, e in blocks)  # never over the budget's 37 rows
+    # a budget below 16 rows: blocks of 16 (and 17), never fewer rows
+    assert dpc_cluster._row_blocks(2, 100, 50, 1) == [(0, 17), (17, 34), (34, 51), (51, 68), (68, 84), (84, 100)]
     assert dpc_cluster._row_blocks(1, 10, 10, 1) == [(0, 10)]  # fewer rows than the floor
+    assert dpc_cluster._row_blocks(1, 100, 10, 10**6, max_rows=30) == [(0, 25), (25, 50), (50, 75), (75, 100)]
 
 
 def test_dpc_knn_bad_m():
