@@ -9,6 +9,10 @@ STAMP := $(VENV)/.clusterseg-installed
 DEMO_CONFIG ?= configs/demo/pacahead_pacavit-demo_1xb8-300it_synthetic-ade20k-128x128.py
 DEMO_DIR ?= work_dirs/demo
 PYTEST_ARGS ?=
+# pytest-xdist workers (one per core; tests/conftest.py gives each worker its share of the threads);
+# PYTEST_WORKERS=0 runs the suite in one process. Tests go to whichever worker is free.
+PYTEST_WORKERS ?= auto
+XDIST = $(if $(filter 0,$(PYTEST_WORKERS)),-p no:xdist,-n $(PYTEST_WORKERS) --dist load)
 
 .PHONY: install demo test test-fast docs clean-venv
 
@@ -21,10 +25,10 @@ demo: $(STAMP)
 	@bash tools/misc/demo.sh "$(PY)" "$(DEMO_CONFIG)" "$(DEMO_DIR)"
 
 test: $(STAMP)
-	$(PY) -m pytest tests $(PYTEST_ARGS)
+	$(PY) -m pytest tests $(XDIST) $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
-	$(PY) -m pytest tests -m "not e2e" $(PYTEST_ARGS)
+	$(PY) -m pytest tests -m "not e2e" $(XDIST) $(PYTEST_ARGS)
 
 # -W: a warning (broken link, page outside the toctree, bad markup) fails the build
 docs: $(STAMP)

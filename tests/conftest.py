@@ -5,8 +5,17 @@ import sys
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
-# keep tests single-threaded enough for a 2-core machine
-os.environ.setdefault('OMP_NUM_THREADS', '2')
+# Threads per test process: the machine's cores shared among the pytest-xdist workers (make test
+# runs -n auto: one worker per core, so 1 thread each; a plain pytest run: 2). Oversubscribed
+# OpenMP threads spin in each other's way, so this also goes to every tool a test starts.
+_WORKERS = int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1'))
+THREADS = str(max(1, min(2, (os.cpu_count() or 1) // _WORKERS)))
+if 'PYTEST_XDIST_WORKER' in os.environ:  # a worker: its share, whatever the parent set
+    os.environ['OMP_NUM_THREADS'] = THREADS
+    if 'torch' in sys.modules:
+        sys.modules['torch'].set_num_threads(int(THREADS))
+else:
+    os.environ.setdefault('OMP_NUM_THREADS', THREADS)
 
 import json  # noqa: E402
 import subprocess  # noqa: E402
@@ -70,7 +79,7 @@ def synthetic_root(tmp_path_factory):
 
 def run_tool(args, cwd=REPO, timeout=900, env=None, check=True):
     """Run a repository tool in a subprocess; on failure show its output."""
-    full_env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='2')
+    full_env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS=THREADS)
     full_env.update(env or {})
     proc = subprocess.run([PYTHON] + list(args) if args[0].endswith('.py') else list(args),
                           cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env)

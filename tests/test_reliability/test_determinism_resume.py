@@ -16,7 +16,7 @@ import time
 import pytest
 import torch
 
-from tests.conftest import REPO, logged_scalars, run_tool
+from tests.conftest import REPO, THREADS, logged_scalars, run_tool
 
 CONFIG = 'configs/demo/resnet18-w16_1xb32-10e_synthetic-imagenet-64px.py'
 EPOCHS, ITERS_PER_EPOCH = 2, 8  # 64 train images, batch 8
@@ -70,7 +70,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(reference, synthetic_root
     work = str(tmp_path / 'killed')
     # kill mid-epoch 2 (iteration 4 of 8 logged), after epoch_1.pth was written
     marker = 'Epoch(train) [2][4/8]'
-    env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='2')
+    env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS=THREADS)  # as run_tool's runs
     proc = subprocess.Popen([sys.executable, 'tools/train.py', CONFIG, '--work-dir', work] +
                             _opts(synthetic_root / 'imagenet'), cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
