@@ -90,14 +90,14 @@ def _sq_dists(a, b, a2, b2, out=None):
     return d.add_(b2[:, None, :])
 
 
-def _row_blocks(batch, num_rows, num_cols, max_block_elems, min_rows=_MIN_GEMM_ROWS, max_rows=None):
+def _row_blocks(batch, num_rows, num_cols, max_block_elems, min_rows=_MIN_GEMM_ROWS):
     """Row ranges ``[(s, e)]`` of (B, rows, num_cols) blocks of at most ``max_block_elems``
-    elements and ``max_rows`` rows, as few as that allows, of equal size to within one row (the
-    longer first), each with at least ``min_rows`` rows where there are that many (more than
-    the budget's rows only if that is below ``min_rows``), so that no block drops into the
-    BLAS's small-matrix kernels, whose rounding differs."""
+    elements, as few as that allows, of equal size to within one row (the longer first), each
+    with at least ``min_rows`` rows where there are that many (more than the budget's rows only
+    if that is below ``min_rows``), so that no block drops into the BLAS's small-matrix kernels,
+    whose rounding differs."""
     batch, num_rows, num_cols = int(batch), int(num_rows), int(num_cols)  # ints also when traced
-    rows = min(num_rows, max_block_elems // max(1, batch * num_cols), max_rows or num_rows)
+    rows = min(num_rows, max_block_elems // max(1, batch * num_cols))
     n = -(-num_rows // max(1, rows))  # blocks the budget needs
     n = max(1, min(n, num_rows // min_rows))  # ... unless they would be shorter than min_rows
     size, extra = divmod(num_rows, n)
@@ -107,10 +107,10 @@ def _row_blocks(batch, num_rows, num_cols, max_block_elems, min_rows=_MIN_GEMM_R
 
 def _tiling(num_tokens, k):
     """Column tiles of pass 1: ``(W, G, ng)``, ``T`` tiles (``ceil(N / _TILE_COLS)`` above
-    ``_TILE_ABOVE`` tokens, else one) of ``W = G * ng`` columns (about N / T), each split into ng strided groups ``{g, g + ng, ..., g + (G - 1) ng}``
-    of G columns. G ~ sqrt(N / k) / 2, so that the group minima (T ng per row) and the candidates
-    (k G per row) cost about the same; ng >= k. The columns past N (fewer than G per tile) are
-    padding at distance +inf."""
+    ``_TILE_ABOVE`` tokens, else one) of ``W = G * ng`` columns (about N / T), each split into
+    ng strided groups ``{g, g + ng, ..., g + (G - 1) ng}`` of G columns. G ~ sqrt(N / k) / 2, so
+    that the group minima (T ng per row) and the candidates (k G per row) cost about the same;
+    ng >= k. The columns past N (fewer than T G) are padding at distance +inf."""
     G = max(1, min(num_tokens // k, round(math.sqrt(num_tokens / k) / 2)))
     tiles = 1 if num_tokens <= _TILE_ABOVE else -(-num_tokens // _TILE_COLS)
     ng = max(k, -(-num_tokens // (tiles * G)))
@@ -168,7 +168,7 @@ def _rho_delta(x, sq, k, budget, max_block_elems=None):
             tile = _sq_dists(x[:, s:e], xc[:, c0:c1], sq[:, s:e], sqc[:, c0:c1], out=buf[t])
             real = tile if c1 <= N else tile[..., :N - c0]  # the maximum over real tokens only
             row_max = torch.maximum(row_max, real.amax(-1))
-            torch.amin(tile.view(B, r, G, ng), 2, out=gmin[..., t * ng:c1 // G])
+            torch.amin(tile.view(B, r, G, ng), 2, out=gmin[..., t * ng:(t + 1) * ng])
         raw_max = torch.maximum(raw_max, row_max.amax(-1))
         gsel = gmin.topk(k, dim=-1, largest=False, sorted=False).indices  # (B, r, k)
         cols = ((gsel // ng) * W + gsel % ng)[..., None] + member  # (B, r, k, G) columns

@@ -208,9 +208,11 @@ def test_row_blocks_never_below_16_rows():
     assert all(b[1] == c[0] for b, c in zip(blocks, blocks[1:])) and blocks[0][0] == 0
     assert all(35 <= e - s <= 37 for s, e in blocks)  # never over the budget's 37 rows
     # a budget below 16 rows: blocks of 16 (and 17), never fewer rows
-    assert dpc_cluster._row_blocks(2, 100, 50, 1) == [(0, 17), (17, 34), (34, 51), (51, 68), (68, 84), (84, 100)]
+    assert dpc_cluster._row_blocks(2, 100, 50, 1) == [(0, 17), (17, 34), (34, 51), (51, 68), (68, 84),
+                                                      (84, 100)]
     assert dpc_cluster._row_blocks(1, 10, 10, 1) == [(0, 10)]  # fewer rows than the floor
-    assert dpc_cluster._row_blocks(1, 100, 10, 10**6, max_rows=30) == [(0, 25), (25, 50), (50, 75), (75, 100)]
+    # a budget of 30 rows: 4 blocks of 25, not 30 + 30 + 30 + 10
+    assert dpc_cluster._row_blocks(1, 100, 10, 300) == [(0, 25), (25, 50), (50, 75), (75, 100)]
 
 
 def test_dpc_knn_bad_m():
