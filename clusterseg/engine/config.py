@@ -182,6 +182,9 @@ def prepare_config(args, mode):
     else:
         _apply_test_flags(cfg, args)
         loaders = ('test_dataloader', )
+    if getattr(args, 'keep_freed_memory', False):
+        cfg.setdefault('env_cfg', {})
+        cfg.env_cfg['keep_freed_memory'] = True  # applied by launch.run (clusterseg/utils/heap.py)
     if getattr(args, 'compile', None):
         from .compile import apply_compile
         apply_compile(cfg, args.compile, mode)  # cfg.compile (train_step) + CompileHook (val/test)

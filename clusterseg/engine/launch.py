@@ -137,6 +137,26 @@ def build_runner(cfg):
     return runner
 
 
+def apply_heap_setting(cfg):
+    """``env_cfg.keep_freed_memory=True`` (``--keep-freed-memory``): keep freed memory in the
+    process (:func:`clusterseg.utils.heap.keep_freed_memory`), the CPU-training speed setting of
+    docs/en/benchmarks.md. Prints what was done; a value other than a bool is an error naming the
+    key.
+
+    Returns:
+        bool: whether the setting is in effect.
+    """
+    value = (cfg.get('env_cfg') or {}).get('keep_freed_memory', False)
+    if not isinstance(value, bool):
+        raise TypeError(f'env_cfg.keep_freed_memory must be True or False, got {value!r}')
+    if not value:
+        return False
+    from clusterseg.utils.heap import keep_freed_memory
+    ok, message = keep_freed_memory()
+    print(f'[clusterseg] {message}')
+    return ok
+
+
 def run(cfg, mode):
     """Train (``mode='train'``) or test (``'test'``) a config of :func:`~.config.prepare_config`.
 
@@ -151,6 +171,7 @@ def run(cfg, mode):
     if mode not in ('train', 'test'):
         raise ValueError(f"mode must be 'train' or 'test', got {mode!r}")
     install()
+    apply_heap_setting(cfg)
     setup_cpu_distributed(cfg)
     with explained_errors():
         runner = build_runner(cfg)  # the config it saves runs in every tool and inferencer

@@ -184,17 +184,21 @@ class PeakMemory:
     """``with PeakMemory(device) as mem: ...`` then ``mem.mib``: the peak memory of the block, the
     one definition of the module docstring (MiB above the state at entry, never negative)."""
 
-    def __init__(self, device='cpu'):
+    def __init__(self, device='cpu', enabled=True):
         self.device, self.mib, self.base = str(device), float('nan'), float('nan')
+        self.enabled = enabled  # False: a no-op window (mib stays NaN)
 
     def __enter__(self):
+        if not self.enabled:
+            return self
         if not _is_cuda(self.device):
             release_freed_memory()
         self.base = reset_peak_memory(self.device)
         return self
 
     def __exit__(self, *exc):
-        self.mib = max(0., peak_memory_mib(self.device) - self.base)
+        if self.enabled:
+            self.mib = max(0., peak_memory_mib(self.device) - self.base)
         return False
 
 
@@ -324,7 +328,7 @@ def gemm_gflops(n=None, repeat=5, device='cpu', threads=None):
 
 # ---------------------------------------------------------------------------------- one point
 def measure(step, repeat=3, warmup=1, device='cpu', flop_fn=None, flop_scale=1,
-            clock=time.perf_counter):
+            clock=time.perf_counter, keep_freed=None):
     """Time, peak memory and FLOPs of ``step()``, the harness's one measurement.
 
     Args:
@@ -336,24 +340,45 @@ def measure(step, repeat=3, warmup=1, device='cpu', flop_fn=None, flop_scale=1,
             warm-up call of ``step`` is counted (a separate call when ``warmup`` is 0).
         flop_scale (int | float): factor on the counted FLOPs.
         clock (callable): the clock of :func:`best_of`.
+        keep_freed (bool | None): the process keeps freed memory
+            (:func:`clusterseg.utils.heap.keep_freed_memory`; ``None``: whether this process was
+            set so, e.g. by ``run_isolated(keep_freed=True)``): then the peak-memory window opens
+            before the warm-up and nothing is handed back to the system between the warm-up and
+            the timed calls, so that these run on the memory the warm-up left, as every step but
+            the first of a training run does, and the peak counts that memory.
 
     Returns:
         dict: ``time_s`` (best), ``times`` (the timed calls' seconds, in order), ``peak_mem_mib``
-        (:class:`PeakMemory` over the timed calls, after the warm-up) and ``flops`` (int).
+        (:class:`PeakMemory` over the timed calls, after the warm-up; with ``keep_freed``, over
+        the warm-up and the timed calls), ``flops`` (int) and ``minor_faults`` (this process's
+        minor page faults per timed call: memory the kernel mapped in afresh).
     """
+    if keep_freed is None:
+        from clusterseg.utils.heap import keeps_freed_memory
+        keep_freed = keeps_freed_memory()
     flops = None
-    if flop_fn is None and warmup > 0:
-        flops = count_flops(step)
-        sync(device)
-        warmup -= 1
-    for _ in range(warmup):
-        step()
-        sync(device)
-    with PeakMemory(device) as mem:
-        best, times = best_of(step, repeat, 0, device, clock)
+    with PeakMemory(device, enabled=keep_freed) as kept:
+        if flop_fn is None and warmup > 0:
+            flops = count_flops(step)
+            sync(device)
+            warmup -= 1
+        for _ in range(warmup):
+            step()
+            sync(device)
+        with PeakMemory(device, enabled=not keep_freed) as mem:
+            faults = _minor_faults()
+            best, times = best_of(step, repeat, 0, device, clock)
+            faults = (_minor_faults() - faults) / repeat
+    mem = kept if keep_freed else mem
     if flops is None:
         flops = count_flops(flop_fn or step)
-    return dict(time_s=best, times=times, peak_mem_mib=mem.mib, flops=int(flops * flop_scale))
+    return dict(time_s=best, times=times, peak_mem_mib=mem.mib, flops=int(flops * flop_scale),
+                minor_faults=faults)
+
+
+def _minor_faults():
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 # ---------------------------------------------------------------------------------- rows
@@ -521,7 +546,8 @@ def _describe(exc):
     return f'{type(exc).__name__}: {text[0][:300]}' if text else type(exc).__name__
 
 
-def run_isolated(func, kwargs=None, name=None, threads=None, timeout=None, env=None):
+def run_isolated(func, kwargs=None, name=None, threads=None, timeout=None, env=None,
+                 keep_freed=False):
     """Call ``func(**kwargs)`` in a fresh Python process and return its (JSON) result.
 
     Args:
@@ -533,6 +559,9 @@ def run_isolated(func, kwargs=None, name=None, threads=None, timeout=None, env=N
             ``torch.set_num_threads`` of the worker.
         timeout (float | None): seconds after which the worker is killed.
         env (dict | None): extra environment variables.
+        keep_freed (bool): the worker keeps freed memory
+            (:func:`clusterseg.utils.heap.keep_freed_memory`, before anything else), and
+            :func:`measure` times its calls on the memory the warm-up left.
 
     Raises:
         WorkerError: the worker raised (``kind='error'``, the exception's type and first line),
@@ -543,7 +572,7 @@ def run_isolated(func, kwargs=None, name=None, threads=None, timeout=None, env=N
     payload = dict(module=module, path=osp.abspath(sys.modules[module].__file__) if module in sys.modules
                    and getattr(sys.modules[module], '__file__', None) else None,
                    func=func.__name__, kwargs=kwargs or {}, sys_path=[p or os.getcwd() for p in sys.path],
-                   threads=threads)
+                   threads=threads, keep_freed=bool(keep_freed))
     full_env = dict(os.environ, PYTHONUNBUFFERED='1', **(env or {}))
     if threads:
         full_env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
@@ -601,6 +630,11 @@ def _worker_main():
     payload = json.load(sys.stdin)
     sys.path[:] = payload['sys_path'] + [p for p in sys.path if p not in payload['sys_path']]
     try:
+        if payload.get('keep_freed'):
+            from clusterseg.utils.heap import keep_freed_memory
+            ok, message = keep_freed_memory()
+            if not ok:
+                raise RuntimeError(message)
         if payload['threads']:
             import torch
             torch.set_num_threads(int(payload['threads']))

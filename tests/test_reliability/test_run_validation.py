@@ -28,11 +28,11 @@ def load_tool(path):
     return tool
 
 
-def _train_cfg(config, root, options, tmp_path):
+def _train_cfg(config, root, options, tmp_path, flags=()):
     """``tools/train.py``'s own config preparation (everything before the runner is built)."""
     tool = load_tool('tools/train.py')
     task = {DET: 'det', CLS: 'cls'}.get(config, 'seg')
-    args = tool.parse_args([config, '--work-dir', str(tmp_path), '--cfg-options'] +
+    args = tool.parse_args([config, *flags, '--work-dir', str(tmp_path), '--cfg-options'] +
                            data_options(task, root) + list(options))
     return prepare_config(args, 'train')
 

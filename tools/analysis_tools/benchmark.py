@@ -293,7 +293,7 @@ def measure_gemm(device='cpu', threads=None, n=None):
 
 def run_points(entries, sizes, batch_sizes, mode='infer', with_cp=False, repeat=3, warmup=1,
                device='cpu', threads=None, max_seconds=None, gemm=None, progress=True,
-               worker=backbone_point, skip=None, zoo=None):
+               worker=backbone_point, skip=None, zoo=None, keep_freed=False):
     """Measure every entry at every (batch size, size), each point in a fresh process.
 
     Args:
@@ -302,6 +302,8 @@ def run_points(entries, sizes, batch_sizes, mode='infer', with_cp=False, repeat=
         worker (callable): the backbone worker (a script with its own zoo passes its own).
         skip (callable | None): ``skip(name, size, batch) -> reason or ''`` (a script's rule).
         zoo (dict): backbone name -> dict(build, cp), for which ones have ``with_cp``.
+        keep_freed (bool): every worker keeps freed memory (``--keep-freed-memory``,
+            :func:`clusterseg.utils.heap.keep_freed_memory`); the rows' note says so.
 
     Returns:
         list[dict]: rows in the harness's schema, in the order measured.
@@ -330,14 +332,15 @@ def run_points(entries, sizes, batch_sizes, mode='infer', with_cp=False, repeat=
                             if kind == 'config':
                                 r = bm.run_isolated(config_point, dict(config=what, **kwargs),
                                                     name=f'{name} {s}px B={b}', threads=threads,
-                                                    timeout=timeout)
+                                                    timeout=timeout, keep_freed=keep_freed)
                             else:
                                 r = bm.run_isolated(worker, dict(name=what, **kwargs),
                                                     name=f'{name} {s}px B={b}', threads=threads,
-                                                    timeout=timeout)
+                                                    timeout=timeout, keep_freed=keep_freed)
+                            note = [osp.basename(what)] if kind == 'config' else []
+                            note += ['freed memory kept'] if keep_freed else []
                             row = bm.make_row(name, mode, s, b, gemm_gflops_per_s=gemm, device=device,
-                                              note=osp.basename(what) if kind == 'config' else '',
-                                              **r)
+                                              note='; '.join(note), **r)
                         except bm.WorkerError as e:
                             row['error'] = e.detail
                     guard.record(row)
@@ -428,6 +431,10 @@ def parse_args(argv=None):
     parser.add_argument('--with-cp', action='store_true',
                         help='also run each model that has it with gradient checkpointing '
                              '(with_cp=True) and print the peak-memory saving (with --mode train)')
+    parser.add_argument('--keep-freed-memory', action='store_true',
+                        help='every point keeps freed memory in its process (glibc mallopt, as '
+                             'tools/train.py --keep-freed-memory): the timed calls run on the memory '
+                             'the warm-up left, and the peak memory counts it')
     parser.add_argument('--repeat', type=int, default=3, help='timed calls per point (best kept)')
     parser.add_argument('--warmup', type=int, default=1, help='untimed calls per point')
     parser.add_argument('--device', default='cpu', help='cpu or cuda[:i]')
@@ -475,7 +482,7 @@ def main(argv=None):
           f'{gemm:.1f} GFLOP/s')
     rows = run_points(entries, args.sizes, args.batch_sizes, args.mode, args.with_cp, args.repeat,
                       args.warmup, args.device, args.threads, args.max_seconds or None, gemm,
-                      not args.no_progress)
+                      not args.no_progress, keep_freed=args.keep_freed_memory)
     print()
     print(bm.format_table(rows))
     for line in cp_summary(rows):

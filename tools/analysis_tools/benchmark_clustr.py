@@ -95,8 +95,28 @@ def point(kind, h, w, arch, memory_efficient, max_block_elems, device, repeat):
         best = min(range(len(m['times'])), key=m['times'].__getitem__)
         out['clustering'] = dict(
             time_s=spent[len(spent) - len(m['times']) + best],
-            flops=bm.count_flops(lambda: [dpc_knn(x, c, **kw) for x, c, kw in calls]))
+            flops=bm.count_flops(lambda: [dpc_knn(x, c, **kw) for x, c, kw in calls]),
+            **_products_split(lambda: [dpc_knn(x, c, **kw) for x, c, kw in calls], device))
     return out
+
+
+def _products_split(fn, device):
+    """Where the clustering's time goes: self time of its matrix products (``bmm``: the distance
+    blocks, pass 2's peaks and pass 3's centres) and of everything else (top-k, group minima,
+    gathers, sorts), from one profiled call of ``fn`` (the profiler's own cost is in the rest)."""
+    from torch.profiler import ProfilerActivity, profile
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith('cuda') else [])
+    with profile(activities=acts) as prof:
+        fn()
+        bm.sync(device)
+    cuda = device.startswith('cuda')
+    total = products = 0.
+    for e in prof.key_averages():
+        t = (getattr(e, 'self_device_time_total', 0) if cuda else e.self_cpu_time_total) / 1e6
+        total += t
+        if e.key in ('aten::bmm', 'aten::mm', 'aten::matmul', 'aten::baddbmm', 'aten::addmm'):
+            products += t
+    return dict(products_s=products, other_s=total - products)
 
 
 def _measure_isolated(args, kind, h, w, memory_efficient, gemm):
@@ -118,8 +138,11 @@ def _measure_isolated(args, kind, h, w, memory_efficient, gemm):
         split.update(share=cl_t / r['time_s'], gemm_fraction=bm.gemm_fraction(cl_f, cl_t, gemm),
                      rest_time_s=r['time_s'] - cl_t,
                      rest_gemm_fraction=bm.gemm_fraction(r['flops'] - cl_f, r['time_s'] - cl_t, gemm))
+        split['products_gemm_fraction'] = bm.gemm_fraction(cl_f, split['products_s'], gemm)
         note += (f'; clustering {cl_t:.3f} s ({split["share"]:.0%}), {cl_f / 1e9:.1f} GFLOP, GEMM '
-                 f'x{split["gemm_fraction"]:.2f}; rest {split["rest_time_s"]:.3f} s, GEMM '
+                 f'x{split["gemm_fraction"]:.2f} (profiled: matrix products {split["products_s"]:.3f} s '
+                 f'= GEMM x{split["products_gemm_fraction"]:.2f}, the rest of it '
+                 f'{split["other_s"]:.3f} s); rest of the network {split["rest_time_s"]:.3f} s, GEMM '
                  f'x{split["rest_gemm_fraction"]:.2f}')
     row = bm.make_row(name, 'infer', (h, w), 1, gemm_gflops_per_s=gemm, device=args.device,
                       note=note, **r)

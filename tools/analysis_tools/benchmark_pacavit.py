@@ -173,6 +173,9 @@ def parse_args(argv=None):
     parser.add_argument('--with-cp', action='store_true',
                         help='also run each model with gradient checkpointing (with_cp=True; PaCa-ViT '
                              'and MiT) and print the peak-memory saving (use with --mode train)')
+    parser.add_argument('--keep-freed-memory', action='store_true',
+                        help='every point keeps freed memory in its process (glibc mallopt, as '
+                             'tools/train.py --keep-freed-memory); the peak memory counts it')
     parser.add_argument('--threads', type=int, default=None, help='torch CPU threads')
     parser.add_argument('--max-seconds', type=float, default=300,
                         help='skip points extrapolated to take longer (0: no limit)')
@@ -185,11 +188,12 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     gemm = bench.measure_gemm('cpu', args.threads)
-    print(f'mode: {args.mode}; fp32 GEMM on this machine: {gemm:.1f} GFLOP/s')
+    print(f'mode: {args.mode}; fp32 GEMM on this machine: {gemm:.1f} GFLOP/s'
+          + ('; freed memory kept in every process' if args.keep_freed_memory else ''))
     rows = bench.run_points([(m, 'backbone', m) for m in args.models], args.sizes, args.batch_sizes,
                             args.mode, args.with_cp, args.repeat, 1, 'cpu', args.threads,
                             args.max_seconds or None, gemm, not args.no_progress, worker=point,
-                            skip=skip_mhsa, zoo=ZOO)
+                            skip=skip_mhsa, zoo=ZOO, keep_freed=args.keep_freed_memory)
 
     def get(m, s, b):
         return next((r for r in rows if (r['model'], r['height'], r['batch']) == (m, s, b)
