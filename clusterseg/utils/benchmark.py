@@ -428,13 +428,14 @@ def _fmt(value, digits):
 
 
 def format_row(row):
-    """One line: model, size, batch, mode and the measured columns (or the error)."""
+    """One line: model, size, batch, mode, the measured columns and the note (or the error)."""
     head = f"{row['model']:<20} {size_label(row):>9} B={row['batch']:<2} {row['mode']:<5}"
     if row['error']:
         return f"{head} {row['error']}"
     return (f"{head} {_fmt(row['time_s'], 3):>8} s  {_fmt(row['gflop'], 1):>7} GFLOP  "
             f"{_fmt(row['gflops_per_s'], 1):>6} GFLOP/s  GEMM x{_fmt(row['gemm_fraction'], 2)}  "
-            f"peak {_fmt(row['peak_mem_mib'], 0)} MiB  {_fmt(row['params_M'], 1)}M params")
+            f"peak {_fmt(row['peak_mem_mib'], 0)} MiB  {_fmt(row['params_M'], 1)}M params"
+            + (f"  ({row['note']})" if row.get('note') else ''))
 
 
 def format_table(rows):

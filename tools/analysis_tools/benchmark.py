@@ -148,7 +148,7 @@ def _point(model, forward, x, mode, repeat, warmup, device):
         scale = bm.TRAIN_FLOP_FACTOR
     m = bm.measure(step, repeat, warmup, device, flop_fn=flop_fn, flop_scale=scale)
     return dict(time_s=m['time_s'], flops=m['flops'], peak_mem_mib=m['peak_mem_mib'], params=params,
-                threads=torch.get_num_threads())
+                threads=torch.get_num_threads(), minor_faults=m['minor_faults'])
 
 
 def backbone_point(name, size, batch, mode='infer', with_cp=False, repeat=3, warmup=1,
@@ -337,8 +337,11 @@ def run_points(entries, sizes, batch_sizes, mode='infer', with_cp=False, repeat=
                                 r = bm.run_isolated(worker, dict(name=what, **kwargs),
                                                     name=f'{name} {s}px B={b}', threads=threads,
                                                     timeout=timeout, keep_freed=keep_freed)
+                            faults = r.pop('minor_faults', None)
                             note = [osp.basename(what)] if kind == 'config' else []
                             note += ['freed memory kept'] if keep_freed else []
+                            if faults is not None and device == 'cpu':
+                                note.append(f'{faults / 1e3:.0f}k page faults per call')
                             row = bm.make_row(name, mode, s, b, gemm_gflops_per_s=gemm, device=device,
                                               note='; '.join(note), **r)
                         except bm.WorkerError as e:
