@@ -321,8 +321,8 @@ def dpc_knn_traceable(x, num_clusters, k=5, memory_efficient=None, max_block_ele
     x = x.detach().float()
     k = min(k, N)
     sq = x.pow(2).sum(-1)  # (B, N)
-    # (|a|^2 - 2 a.b) + |b|^2, clamped at 0, / C: D^2 (B, N, N)
-    d2 = (torch.bmm(x, x.transpose(1, 2)) * -2 + sq[:, :, None] + sq[:, None, :]).clamp_min(0) / C
+    # (|a|^2 + |b|^2) - 2 a.b, clamped at 0, / C: D^2 (B, N, N)
+    d2 = ((sq[:, :, None] + sq[:, None, :]) - torch.bmm(x, x.transpose(1, 2)) * 2).clamp_min(0) / C
     rho = torch.exp(-d2.topk(k, dim=-1, largest=False).values.mean(-1))  # (B, N)
     d2_max = d2.flatten(1).amax(-1)  # (B, )
     by_rho = torch.sort(rho, dim=-1, descending=True, stable=True).indices  # (B, N)

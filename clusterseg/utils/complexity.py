@@ -7,7 +7,7 @@ multiply-accumulates of the heavy ops, the rule the PaCa-ViT tables use.
 """
 import torch
 from mmengine.analysis import FlopAnalyzer
-from mmengine.analysis.jit_handles import get_shape
+from mmengine.analysis.jit_handles import bmm_flop_jit, get_shape
 
 _IGNORED = ('aten::batch_norm', 'aten::group_norm', 'aten::layer_norm', 'aten::instance_norm',
             'aten::upsample_nearest2d', 'aten::upsample_bilinear2d', 'aten::adaptive_avg_pool2d',
@@ -28,6 +28,12 @@ def sdpa_macs(inputs, outputs):
     return batch * n * m * (d + dv)
 
 
+def baddbmm_macs(inputs, outputs):
+    """MACs of ``baddbmm(input, a, b)``: those of ``bmm(a, b)`` (ClusTR's distance blocks; the
+    added input is element-wise, not counted)."""
+    return bmm_flop_jit(inputs[1:3], outputs)
+
+
 def count_complexity(model, inputs):
     """Count the MACs of ``model(*inputs)`` and the parameters of ``model``.
 
@@ -44,7 +50,8 @@ def count_complexity(model, inputs):
         with torch.no_grad():
             analyzer = FlopAnalyzer(model, inputs)
             analyzer.set_op_handle(**{name: None for name in _IGNORED})
-            analyzer.set_op_handle(**{'aten::scaled_dot_product_attention': sdpa_macs})
+            analyzer.set_op_handle(**{'aten::scaled_dot_product_attention': sdpa_macs,
+                                      'aten::baddbmm': baddbmm_macs})
             analyzer.unsupported_ops_warnings(False)
             analyzer.uncalled_modules_warnings(False)
             analyzer.tracer_warnings('none')

@@ -112,15 +112,22 @@ def test_chunked_equals_naive_without_an_n_by_n_block(monkeypatch):
     assert max(sizes) >= 2 * 700 * 700  # the naive path really is N x N (and pad columns)
 
 
+def naive_sq_dists(a, b):
+    """``(|a|^2 + |b|^2) - 2 a.b`` in fp32 with plain ops, the matrix-product formula of
+    ``torch.cdist`` (``_euclidean_dist``: the norms plus -2 a.b) rounded as ``dpc_knn`` documents:
+    the norm sums once, then the exact -2 a.b added (one more rounding), so that the distance of
+    a pair does not depend on which token is the row."""
+    ab = torch.bmm(a, b.transpose(1, 2))
+    return (a.pow(2).sum(-1)[:, :, None] + b.pow(2).sum(-1)[:, None, :]) - 2 * ab
+
+
 def naive_rho_delta(x, k=5):
-    """rho and delta^2 straight from the formula, in fp32, with one (B, N, N) distance matrix and
-    the rounding of ``cdist``'s matrix-product formula (the former implementation's, op for op):
-    ``D^2 = clamp(-2 x.x' + |x|^2 + |x'|^2, 0) / C``."""
+    """rho and delta^2 straight from the formula, in fp32, with one (B, N, N) distance matrix
+    (:func:`naive_sq_dists`): ``D^2 = clamp((|x|^2 + |x'|^2) - 2 x.x', 0) / C``."""
     B, N, C = x.shape
     k = min(k, N)
-    sq = x.pow(2).sum(-1)  # (B, N)
-    d2 = torch.bmm(x, x.transpose(1, 2)).mul_(-2).add_(sq[:, :, None]).add_(sq[:, None, :])
-    d2 = d2.clamp_min_(0).div_(C)  # (B, N, N)
+    d2 = naive_sq_dists(x, x).clamp_min_(0).div_(C)  # (B, N, N)
+    assert torch.equal(d2, d2.transpose(1, 2))  # the same number for (i, j) and (j, i)
     rho = torch.exp(-d2.topk(k, dim=-1, largest=False).values.mean(-1))
     denser = (rho[:, None, :] > rho[:, :, None]) | (
         (rho[:, None, :] == rho[:, :, None]) & (torch.arange(N)[None, None] < torch.arange(N)[None, :, None]))
@@ -136,8 +143,7 @@ def naive_assign(x, rho, delta2, counts):
     for m in counts:
         centres = order[:, :m]
         xc = x[torch.arange(B)[:, None], centres]  # (B, M, C)
-        d = torch.bmm(x, xc.transpose(1, 2)).mul_(-2).add_(x.pow(2).sum(-1)[:, :, None])
-        a = d.add_(xc.pow(2).sum(-1)[:, None, :]).clamp_min_(0).argmin(-1)  # (B, N)
+        a = naive_sq_dists(x, xc).clamp_min_(0).argmin(-1)  # (B, N)
         a[torch.arange(B)[:, None], centres] = torch.arange(m)
         out.append(a)
     return out
