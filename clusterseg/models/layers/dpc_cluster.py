@@ -76,9 +76,9 @@ def _sq_dists(a, b, a2, b2, out=None):
     One pass writes the norm sums ``|a|^2 + |b|^2`` (rounded once), then one ``baddbmm`` adds
     ``-2 a.b`` to them in the GEMM itself (``-2 ab`` is exact, so that is one more rounding: the
     same number as ``(|a|^2 + |b|^2) - 2 * bmm(a, b^T)``). Both roundings are symmetric in a and
-    b, so a pair's distance is the same number whichever of its tokens is the row. On the CPU
-    this is faster than ``bmm`` followed by the additions, and than ``bmm`` alone (measured:
-    the GEMM accumulates onto the sums instead of writing a fresh block). The clamp at 0 (and
+    b, so a pair's distance is the same number whichever of its tokens is the row. One pass
+    fewer over the block than ``bmm`` and two additions (measured on the CPU: the DPC-kNN in
+    0.87x the time at N = 66800, the same at N = 16384; docs/en/clustr.md). The clamp at 0 (and
     the division by C) of ``cdist``'s formula are left to the callers, applied after their
     min / top-k: both are monotone (non-decreasing), so they commute with the selection
     (``f(min v) = min f(v)``; the k smallest of v are k smallest of f(v), and f keeps them in
