@@ -7,6 +7,24 @@ _base_ = [
     '../_base_/default_runtime_mmdet.py',
 ]
 image_size = (128, 128)
+# the fixed-size recipe of the 1281x1281 config: the longer side goes to 128 (any aspect ratio, e.g.
+# a custom set's 640x480 images: configs/custom/), the model pads to 128x128. The dataset base's
+# (213, 128) scale would make a non-square image wider than 128, which the fixed size refuses. On
+# the square synthetic images both give the same 128x128.
+backend_args = None
+train_pipeline = [
+    dict(type='LoadImageFromFile', backend_args=backend_args),
+    dict(type='LoadPanopticAnnotations', backend_args=backend_args),
+    dict(type='Resize', scale=image_size, keep_ratio=True),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackDetInputs')
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile', backend_args=backend_args),
+    dict(type='Resize', scale=image_size, keep_ratio=True),
+    dict(type='LoadPanopticAnnotations', backend_args=backend_args),
+    dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor'))
+]
 model = dict(
     input_size=image_size,
     backbone=dict(depth=18, base_channels=16, init_cfg=None),
@@ -24,7 +42,10 @@ model = dict(
     panoptic_fusion_head=dict(num_things_classes=5, num_stuff_classes=4),
     # the synthetic classes are easy to tell apart but a short run is not confident yet
     test_cfg=dict(class_threshold_thing=0.3, class_threshold_stuff=0.3))
-train_dataloader = dict(batch_size=2, batch_sampler=None, sampler=dict(type='InfiniteSampler', shuffle=True))
+train_dataloader = dict(batch_size=2, batch_sampler=None, sampler=dict(type='InfiniteSampler', shuffle=True),
+                        dataset=dict(pipeline=train_pipeline))
+val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
+test_dataloader = val_dataloader
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=300, val_interval=300)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')

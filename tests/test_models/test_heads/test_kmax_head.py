@@ -106,6 +106,29 @@ def test_fixed_size_padding_and_too_large_error(synthetic_root):
         model.loss(big, [sample])
 
 
+@pytest.mark.parametrize('hw', [(96, 160), (200, 150)])
+def test_synthetic_panoptic_pipelines_fit_any_aspect_ratio(hw, tmp_path):
+    """The synthetic (and custom) kMaX config resizes the longer side to the fixed 128, as the
+    1281x1281 recipe does: non-square images train and predict (they were made wider than 128 and
+    refused)."""
+    from clusterseg.datasets import synthetic
+    synthetic.make_panoptic(str(tmp_path / 'coco'), num_train=2, num_val=2, size=hw, seed=3)
+    model, cfg = build_model(PAN_SYN)
+    scale = 128 / max(hw)
+    want = (round(hw[0] * scale), round(hw[1] * scale))
+    model.train()
+    ds, data = _panoptic_batch(model, cfg, tmp_path, 'train')
+    assert ds[0]['data_samples'].img_shape == want
+    losses = model.loss(data['inputs'], data['data_samples'])
+    assert all(torch.isfinite(v) for v in losses.values())
+    model.eval()
+    ds, data = _panoptic_batch(model, cfg, tmp_path, 'val', n=1)
+    with torch.no_grad():
+        out = model.predict(data['inputs'], data['data_samples'])[0]
+    assert data['data_samples'][0].batch_input_shape == (128, 128)
+    assert tuple(out.pred_panoptic_seg.sem_seg.shape[-2:]) == hw  # back at the image's size
+
+
 def _oracle_logits(labels, masks, num_classes, K=12):
     """Logits whose kMaX post-processing reproduces the GT segments exactly."""
     M, H, W = masks.shape
