@@ -112,6 +112,20 @@ def test_chunked_equals_naive_without_an_n_by_n_block(monkeypatch):
     assert max(sizes) >= 2 * 700 * 700  # the naive path really is N x N (and pad columns)
 
 
+@pytest.mark.parametrize('memory_efficient', [False, True])
+def test_flop_counter_sees_every_distance_block(memory_efficient):
+    """The benchmarks' FLOPs (FlopCounterMode) include pass 1's N x N distance products, also
+    when they are written into a reused block buffer."""
+    from clusterseg.utils.benchmark import count_flops
+    torch.manual_seed(4)
+    B, N, C = 1, 700, 32
+    x = torch.randn(B, N, C)
+    flops = count_flops(lambda: dpc_knn(x, [10, 40], memory_efficient=memory_efficient,
+                                        max_block_elems=B * 64 * N))
+    pass1, centres = 2 * B * N * N * C, 2 * B * N * 50 * C
+    assert pass1 + centres <= flops < 1.25 * pass1 + centres, flops / pass1
+
+
 def naive_sq_dists(a, b):
     """``(|a|^2 + |b|^2) - 2 a.b`` in fp32 with plain ops, the matrix-product formula of
     ``torch.cdist`` (``_euclidean_dist``: the norms plus -2 a.b) rounded as ``dpc_knn`` documents:
