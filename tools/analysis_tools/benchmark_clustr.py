@@ -93,10 +93,11 @@ def point(kind, h, w, arch, memory_efficient, max_block_elems, device, repeat):
                threads=torch.get_num_threads())
     if kind == 'forward':  # the timed forwards are the last len(times) ones
         best = min(range(len(m['times'])), key=m['times'].__getitem__)
-        out['clustering'] = dict(
-            time_s=spent[len(spent) - len(m['times']) + best],
-            flops=bm.count_flops(lambda: [dpc_knn(x, c, **kw) for x, c, kw in calls]),
-            **_products_split(lambda: [dpc_knn(x, c, **kw) for x, c, kw in calls], device))
+
+        def replay():  # the first forward's dpc_knn calls, on their inputs
+            return [dpc_knn(x, c, **kw) for x, c, kw in calls]
+        out['clustering'] = dict(time_s=spent[len(spent) - len(m['times']) + best],
+                                 flops=bm.count_flops(replay), **_products_split(replay, device))
     return out
 
 
