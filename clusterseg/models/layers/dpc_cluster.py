@@ -6,9 +6,9 @@ no iterations, no learned centroids) into M clusters; keys and values come from 
 cluster means, so attention costs O(N * M * C) with M = N / sr^2 (and 4 M for the second scale).
 
 DPC-kNN itself is O(N^2 C) compute. :func:`dpc_knn` never needs the N x N distance matrix in one
-piece: it walks over blocks of rows (each block against all N tokens), so its peak memory is set by
-``max_block_elems`` instead of N^2. With one block covering all rows it *is* the naive N x N
-algorithm; both run the same code, so they give the same assignments.
+piece: it walks over the upper triangle of square blocks (each pair of tokens once), so its peak
+memory is set by ``max_block_elems`` instead of N^2. With one block covering all tokens it *is*
+the naive N x N algorithm; both run the same code, so they give the same assignments.
 
 Shapes: B batch, N tokens, C channels, M clusters, h heads, d = C / h.
 """
@@ -29,15 +29,10 @@ DEFAULT_MAX_BLOCK_ELEMS = 2**24
 # 2^21 at N = 16384, 2^22 at N = 66800; a 64 MiB block (or the 1 GiB N x N matrix at 512^2) spends
 # most of its time on memory traffic and first-touch page faults
 _CPU_BLOCK_PER_SQRT_N = 2**14
-# above _TILE_ABOVE tokens, pass 1 computes its blocks in column tiles of at most _TILE_COLS
-# columns (see _tiling) and reduces a tile (group minima, row maxima) right after its GEMM wrote
-# it, while it is in the caches, so that its blocks can have more rows (at least _TILE_ROWS where
-# max_block_elems allows): fewer passes of the (N, C) tokens through the GEMM. Measured (CPU,
-# 2 threads, N = 66800, C = 64, best of 2048 / 4096 columns and 256 / 1024 rows): 4096 and 256,
-# 1.3x faster than 63-row blocks of whole rows; at N = 1024..16384 tiles were 0-5 % slower
-_TILE_ABOVE = 16384
-_TILE_COLS = 4096
-_TILE_ROWS = 256
+# ... and at most this many (8 MiB in fp32): pass 1's (b x b) blocks are read twice after their
+# GEMM (row and column group minima), at 16 MiB (b = 2016, N = 66800) those passes ran at half
+# the speed per element of 8 MiB blocks (measured, 2 threads)
+_CPU_BLOCK_MAX = 2**21
 # rows (and columns) of every distance product: MKL (measured) switches to kernels with other
 # rounding below 4 rows or 12 columns, and a pair's distance must not depend on its block
 _MIN_GEMM_ROWS = 16
@@ -108,16 +103,20 @@ def _row_blocks(batch, num_rows, num_cols, max_block_elems, min_rows=_MIN_GEMM_R
     return [(e - size - (i < extra), e) for i, e in enumerate(ends)]
 
 
-def _tiling(num_tokens, k):
-    """Column tiles of pass 1: ``(W, G, ng)``, ``T`` tiles (``ceil(N / _TILE_COLS)`` above
-    ``_TILE_ABOVE`` tokens, else one) of ``W = G * ng`` columns (about N / T), each split into
-    ng strided groups ``{g, g + ng, ..., g + (G - 1) ng}`` of G columns. G ~ sqrt(N / k) / 2, so
-    that the group minima (T ng per row) and the candidates (k G per row) cost about the same;
-    ng >= k. The columns past N (fewer than T G) are padding at distance +inf."""
-    G = max(1, min(num_tokens // k, round(math.sqrt(num_tokens / k) / 2)))
-    tiles = 1 if num_tokens <= _TILE_ABOVE else -(-num_tokens // _TILE_COLS)
-    ng = max(k, -(-num_tokens // (tiles * G)))
-    return G * ng, G, ng
+def _square_tiling(num_tokens, batch, k, budget):
+    """Pass 1's tiling: ``(S, b, G)``, the tokens padded to ``S b`` and cut into S blocks of b,
+    each block's columns in ``b / G`` contiguous groups of G (a multiple of 16 near
+    ``sqrt(N / k)``, so that the k best groups' members (k G per row) and the group minima
+    (about N / G per row) cost about the same). ``B b^2 <= budget`` unless that is below one
+    group (b >= G >= 16); ``budget >= B N^2`` (the naive path): one block. At least k groups."""
+    G = _MIN_GEMM_ROWS * max(1, round(math.sqrt(num_tokens / k) / _MIN_GEMM_ROWS))
+    if budget >= batch * num_tokens * num_tokens:
+        S = 1
+    else:
+        per_block = max(1, math.isqrt(max(1, budget // max(1, batch))) // G)  # groups in a block
+        S = -(-num_tokens // (per_block * G))
+    q = max(-(-num_tokens // (S * G)), -(-k // S))  # groups per block: the fewest for S blocks
+    return S, q * G, G
 
 
 def _finish(d, dims):
@@ -126,62 +125,108 @@ def _finish(d, dims):
 
 
 @torch.no_grad()
-def _rho_delta(x, sq, k, budget, max_block_elems=None):
+def _knn(x, sq, k, budget):
+    """Pass 1 of :func:`dpc_knn`: the k nearest of every token (D^2 ascending, (B, N, k), and
+    their columns) and the sample's largest raw squared distance (B, ), from one triangle of
+    the distance matrix.
+
+    1. *Sweep* over the upper triangle of (b x b) blocks (:func:`_square_tiling`; one block on
+       the naive path): each block's distances come from one GEMM and serve both its rows and,
+       transposed, its columns (a pair's distance is the same number whichever token is the row,
+       see :func:`_sq_dists`), so the N^2 C products are computed once per pair instead of twice.
+       Of every block, per row and per column, the minima of the G-wide column (row) groups are
+       merged into the token's k best groups so far (values and group ids) and the maximum into
+       the sample's.
+    2. *Members*: the k smallest of a row lie in the k column groups with the smallest minima (a
+       smaller value outside them would sit in a group whose minimum beats one of theirs; ties
+       change no value). Their k G distances are computed again, now with the token as the row,
+       by GEMMs of one group's G columns against the rows that picked it (at least 16, padded
+       by repeating a row: the same kernels as the sweep's, so the same numbers), about
+       2 k G / N of the sweep's products; an exact top-k over them gives the k nearest.
+    """
+    B, N, C = x.shape
+    inf = float('inf')
+    dev = x.device
+    S, b, G = _square_tiling(N, B, k, budget)
+    q, Np = b // G, S * b  # groups per block, padded tokens (pad: distance +inf)
+    xp = torch.cat([x, x.new_zeros(B, Np - N, C)], 1) if Np > N else x
+    sqp = torch.cat([sq, sq.new_full((B, Np - N), inf)], 1) if Np > N else sq
+    run_v = x.new_full((B, Np, k), inf)  # the k smallest group minima so far, per token
+    run_g = torch.full((B, Np, k), -1, dtype=torch.long, device=dev)  # their groups (-1: none)
+    raw_max = x.new_full((B, ), -inf)
+
+    def merge(r0, gmin, g0):  # gmin (B, b, q): minima of groups g0 .. g0 + q - 1 for rows r0..
+        v, p = torch.cat([run_v[:, r0:r0 + b], gmin], -1).topk(k, dim=-1, largest=False, sorted=False)
+        kept = run_g[:, r0:r0 + b].gather(-1, p.clamp(max=k - 1))
+        run_g[:, r0:r0 + b] = torch.where(p < k, kept, g0 + p - k)
+        run_v[:, r0:r0 + b] = v
+
+    buf = x.new_empty(B, b, b)
+    for I in range(S):
+        i0 = I * b
+        for J in range(I, S):
+            j0 = J * b
+            d = _sq_dists(xp[:, i0:i0 + b], xp[:, j0:j0 + b], sqp[:, i0:i0 + b], sqp[:, j0:j0 + b],
+                          out=buf)
+            real = d if j0 + b <= N else d[:, :max(0, N - i0), :max(0, N - j0)]  # pads are +inf
+            if real.numel():
+                raw_max = torch.maximum(raw_max, real.amax((1, 2)))
+            merge(i0, d.view(B, b, q, G).amin(-1), J * q)  # rows of block I, groups of J
+            if J > I:  # the columns of block J against the row groups of block I
+                merge(j0, d.view(B, q, G, b).amin(2).transpose(1, 2), I * q)
+    del buf
+
+    # the members of each token's k groups, again with the token as the row
+    knn_d2 = x.new_empty(B, N, k)
+    knn_col = torch.empty(B, N, k, dtype=torch.long, device=dev)
+    x_rows, sq_rows = xp.reshape(B * Np, C), sqp.reshape(B * Np)
+    x_grp, sq_grp = xp.reshape(B * S * q, G, C), sqp.reshape(B * S * q, G)
+    members = torch.arange(G, device=dev)
+    rows_per_chunk = max(_MIN_GEMM_ROWS, budget // max(1, B * k * G))
+    for s in range(0, N, rows_per_chunk):
+        e = min(N, s + rows_per_chunk)
+        gid = run_g[:, s:e]  # (B, r, k)
+        key = (gid + torch.arange(B, device=dev)[:, None, None] * (S * q)).flatten()
+        row = torch.arange(s, e, device=dev)[None, :, None] + Np * torch.arange(B, device=dev)[:, None, None]
+        row = row.expand_as(gid).flatten()
+        pick = (gid >= 0).flatten().nonzero().squeeze(1)
+        order = key[pick].argsort()
+        s_key, s_row, s_pick = key[pick][order], row[pick][order], pick[order]
+        counts = torch.bincount(s_key, minlength=B * S * q)
+        starts = counts.cumsum(0) - counts
+        used = counts.nonzero().squeeze(1)
+        size = counts[used].clamp(min=_MIN_GEMM_ROWS)
+        size = 2**torch.ceil(torch.log2(size.double())).long()  # rows of its GEMM, a power of 2
+        vals = x.new_full((gid.numel(), G), inf)
+        for p in size.unique().tolist():
+            grp = used[size == p]
+            per = max(1, budget // (p * max(G, C)))  # the distances and the gathered rows
+            for g0 in range(0, grp.numel(), per):
+                g = grp[g0:g0 + per]
+                n = counts[g, None]
+                at = starts[g, None] + torch.minimum(torch.arange(p, device=dev)[None], n - 1)
+                r = s_row[at].flatten()  # (groups p): the rows that picked a group, the last repeated
+                dist = _sq_dists(x_rows.index_select(0, r).view(-1, p, C), x_grp.index_select(0, g),
+                                 sq_rows.index_select(0, r).view(-1, p), sq_grp.index_select(0, g))
+                ok = (torch.arange(p, device=dev)[None] < n).flatten()
+                vals.index_copy_(0, s_pick[at.flatten()[ok]], dist.view(-1, G)[ok])
+        v, pos = vals.view(B, e - s, k * G).topk(k, dim=-1, largest=False)  # ascending
+        knn_d2[:, s:e] = _finish(v, C)
+        knn_col[:, s:e] = (gid[..., None] * G + members).flatten(-2).gather(-1, pos)
+    return knn_d2, knn_col, raw_max
+
+
+@torch.no_grad()
+def _rho_delta(x, sq, k, budget):
     """Passes 1 and 2 of :func:`dpc_knn`: (B, N) ``rho`` and ``delta^2`` (``D^2`` to the nearest
     denser token; the sample's largest for the densest) of fp32 tokens x (B, N, C) with squared
-    norms sq (B, N), in blocks of ``budget`` elements (at least 16 rows; ``B * N * N`` or more:
-    one block of all rows, the naive path); pass 1's blocks have at least ``_TILE_ROWS`` rows
-    where that fits in ``max_block_elems`` (default: ``budget``)."""
+    norms sq (B, N), in blocks of at most ``budget`` elements (pass 1: (B, b, b) blocks, see
+    :func:`_square_tiling`; ``B * N * N`` or more: one block of all rows, the naive path)."""
     B, N, C = x.shape
     inf = float('inf')
     idx = torch.arange(N, device=x.device)
     batch = torch.arange(B, device=x.device)[:, None]
-
-    # pass 1: the k nearest (values and columns), the kNN density, the sample's largest distance.
-    # A block of rows is computed in column tiles (see _tiling), padded with tokens at distance
-    # +inf to T whole tiles; each tile's group minima and row maxima are taken right after its
-    # GEMM, while it is in the caches. Top-k prefilter: the k smallest of a row lie in the k
-    # groups with the smallest minima (a smaller value elsewhere would sit in a group whose
-    # minimum beats one of theirs), so an exact top-k runs on the k G members of those groups
-    # instead of N
-    W, G, ng = _tiling(N, k)
-    T = -(-N // W)
-    pad = T * W - N
-    xc = torch.cat([x, x.new_zeros(B, pad, C)], 1) if pad else x  # (B, T W, C) column side
-    sqc = torch.cat([sq, sq.new_full((B, pad), inf)], 1) if pad else sq  # pad: distance +inf
-    member = ng * torch.arange(G, device=x.device)  # (G, ): a group's columns within its tile
-    knn_d2 = x.new_empty(B, N, k)  # D^2 of the k nearest, ascending
-    knn_col = x.new_empty(B, N, k, dtype=torch.long)
-    raw_max = x.new_full((B, ), -inf)
-    if budget >= B * N * N:  # the naive path: one block of all rows (and the pad's columns)
-        block_budget = B * N * T * W
-    elif T > 1:
-        block_budget = max(budget, min(max_block_elems or budget, B * _TILE_ROWS * T * W))
-    else:
-        block_budget = budget
-    buf = None
-    for s, e in _row_blocks(B, N, T * W, block_budget):
-        r = e - s
-        if buf is None or buf.shape[2] != r:
-            buf = x.new_empty(T, B, r, W)  # the block, tile by tile
-        gmin = x.new_empty(B, r, T * ng)  # group minima, group t ng + g: tile t, group g
-        row_max = x.new_full((B, r), -inf)
-        for t in range(T):
-            c0, c1 = t * W, (t + 1) * W
-            tile = _sq_dists(x[:, s:e], xc[:, c0:c1], sq[:, s:e], sqc[:, c0:c1], out=buf[t])
-            real = tile if c1 <= N else tile[..., :N - c0]  # the maximum over real tokens only
-            row_max = torch.maximum(row_max, real.amax(-1))
-            torch.amin(tile.view(B, r, G, ng), 2, out=gmin[..., t * ng:(t + 1) * ng])
-        raw_max = torch.maximum(raw_max, row_max.amax(-1))
-        gsel = gmin.topk(k, dim=-1, largest=False, sorted=False).indices  # (B, r, k)
-        cols = ((gsel // ng) * W + gsel % ng)[..., None] + member  # (B, r, k, G) columns
-        # their values: buf[t, b, row, c] for column t W + c (pad columns hold +inf)
-        base = (torch.arange(B, device=x.device)[:, None] * r + torch.arange(r, device=x.device)) * W
-        flat = (cols // W) * (B * r * W) + base[..., None, None] + cols % W
-        v, pos = buf.view(-1)[flat.flatten(-2)].topk(k, dim=-1, largest=False)  # ascending
-        knn_d2[:, s:e] = _finish(v, C)
-        knn_col[:, s:e] = cols.flatten(-2).gather(-1, pos)
-    del buf
+    knn_d2, knn_col, raw_max = _knn(x, sq, k, budget)
     rho = torch.exp(-knn_d2.mean(-1))  # (B, N)
     d2_max = _finish(raw_max, C)  # (B, )
 
@@ -225,6 +270,19 @@ def _rho_delta(x, sq, k, budget, max_block_elems=None):
     return rho, torch.where(torch.isinf(delta2), d2_max[:, None], delta2)  # the densest token
 
 
+def block_budget(batch, num_tokens, device_type='cpu', memory_efficient=None,
+                 max_block_elems=DEFAULT_MAX_BLOCK_ELEMS):
+    """Elements of one distance block of :func:`dpc_knn` on B x N tokens: ``max_block_elems``, on
+    the CPU at most ``2**14 * sqrt(N)`` and ``2**21``; ``B * N^2`` (one block, the naive path)
+    if ``memory_efficient`` is False, or None and the N x N distances fit in one block."""
+    block = max_block_elems
+    if device_type == 'cpu':
+        block = min(block, int(_CPU_BLOCK_PER_SQRT_N * math.sqrt(num_tokens)), _CPU_BLOCK_MAX)
+    if memory_efficient is None:
+        memory_efficient = batch * num_tokens * num_tokens > block
+    return block if memory_efficient else batch * num_tokens * num_tokens
+
+
 @torch.no_grad()
 def dpc_knn(x, num_clusters, k=5, memory_efficient=None, max_block_elems=DEFAULT_MAX_BLOCK_ELEMS):
     """Density-peaks clustering with kNN density (ClusTR / TCFormer's ``cluster_dpc_knn``).
@@ -243,9 +301,11 @@ def dpc_knn(x, num_clusters, k=5, memory_efficient=None, max_block_elems=DEFAULT
 
     How (the N x N distances are never held at once, and computed once, not twice):
 
-    1. per block of rows, the (rows, N) distances (one GEMM), the row's k smallest (an exact
-       top-k, found among the k column groups with the smallest group minima) with their columns,
-       and the sample's largest distance;
+    1. over the upper triangle of square blocks, the (b, b) distances (one GEMM per block, each
+       pair of tokens once, read for the block's rows and, transposed, for its columns): every
+       token's k column groups with the smallest minima and the sample's largest distance; then
+       those groups' members again, an exact top-k among them: the k nearest with their columns
+       (:func:`_knn`);
     2. ``delta`` of a token with a denser token among its k nearest is the nearest of those (any
        denser token outside is at least as far as the k-th nearest). The others, the local density
        peaks (a few percent of the tokens), scan the tokens ranked denser than them: in rank
@@ -254,9 +314,9 @@ def dpc_knn(x, num_clusters, k=5, memory_efficient=None, max_block_elems=DEFAULT
 
     Every number is the one the naive N x N algorithm computes (same formula, same rounding, the
     selection before the monotone clamp / scaling), provided the BLAS returns the same value for
-    a product element whatever the shape of the product it is computed in; every product here has
-    at least 16 rows and columns where N allows, because MKL (measured) uses kernels with other
-    rounding below 4 rows or 12 columns.
+    a product element whatever the shape of the product it is computed in (and the same for
+    ``a.b`` and ``b.a``); every product here has at least 16 rows and columns where N allows,
+    because MKL (measured) uses kernels with other rounding below 4 rows or 12 columns.
 
     Args:
         x (Tensor): (B, N, C) token features (not differentiated through).
@@ -265,9 +325,10 @@ def dpc_knn(x, num_clusters, k=5, memory_efficient=None, max_block_elems=DEFAULT
         memory_efficient (bool | None): process the distances in blocks of rows. ``None``: when
             ``B * N^2`` exceeds one block. ``False``: one block of all rows (the naive N x N
             algorithm, the tests' reference).
-        max_block_elems (int): elements of one (B, rows, N) block in the memory-efficient path
-            (a block has at least 16 rows); on the CPU at most ``2**14 * sqrt(N)`` (4 MiB in fp32
-            at N = 4096), so that a block stays in the caches.
+        max_block_elems (int): elements of one distance block in the memory-efficient path
+            (pass 1: (B, b, b) with b >= 16); on the CPU at most ``2**14 * sqrt(N)`` and ``2**21``
+            (4 MiB in fp32 at N = 4096, 8 MiB from N = 16384 on), so that a block stays in the
+            caches (:func:`block_budget`).
 
     Returns:
         list[Tensor] | Tensor: per M, (B, N) long cluster index in ``0..M-1`` (cluster m is centred
@@ -281,14 +342,9 @@ def dpc_knn(x, num_clusters, k=5, memory_efficient=None, max_block_elems=DEFAULT
             raise ValueError(f'dpc_knn: M={m} clusters for N={N} tokens; M must be in 1..N')
     x = x.detach().float()
     k = min(k, N)
-    block = max_block_elems
-    if x.device.type == 'cpu':
-        block = min(block, int(_CPU_BLOCK_PER_SQRT_N * math.sqrt(N)))
-    if memory_efficient is None:
-        memory_efficient = B * N * N > block
-    budget = block if memory_efficient else B * N * N
+    budget = block_budget(B, N, x.device.type, memory_efficient, max_block_elems)
     sq = x.pow(2).sum(-1)  # (B, N) squared norms, once
-    rho, delta2 = _rho_delta(x, sq, k, budget, max_block_elems)  # (B, N) each
+    rho, delta2 = _rho_delta(x, sq, k, budget)  # (B, N) each
     batch = torch.arange(B, device=x.device)[:, None]
     score = rho * delta2.sqrt()  # (B, N)
     # stable descending sort: equal scores keep index order

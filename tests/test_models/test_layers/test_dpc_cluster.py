@@ -114,16 +114,24 @@ def test_chunked_equals_naive_without_an_n_by_n_block(monkeypatch):
 
 @pytest.mark.parametrize('memory_efficient', [False, True])
 def test_flop_counter_sees_every_distance_block(memory_efficient):
-    """The benchmarks' FLOPs (FlopCounterMode) include pass 1's N x N distance products, also
-    when they are written into a reused block buffer."""
+    """The benchmarks' FLOPs (FlopCounterMode) include pass 1's distance products, also when they
+    are written into a reused block buffer; blockwise, pass 1 computes one triangle of them."""
     from clusterseg.utils.benchmark import count_flops
     torch.manual_seed(4)
-    B, N, C = 1, 700, 32
+    B, N, C, k = 1, 700, 32, 5
     x = torch.randn(B, N, C)
+    budget = B * 64 * N
     flops = count_flops(lambda: dpc_knn(x, [10, 40], memory_efficient=memory_efficient,
-                                        max_block_elems=B * 64 * N))
-    pass1, centres = 2 * B * N * N * C, 2 * B * N * 50 * C
-    assert pass1 + centres <= flops < 1.25 * pass1 + centres, flops / pass1
+                                        max_block_elems=budget))
+    S, b, G = dpc_cluster._square_tiling(N, B, k, budget if memory_efficient else B * N * N)
+    sweep = 2 * B * C * b * b * S * (S + 1) // 2  # the upper triangle of S x S (b x b) blocks
+    members = 2 * B * N * k * G * C  # each token's k groups again, at least once
+    full, centres = 2 * B * N * N * C, 2 * B * N * 50 * C
+    assert sweep + members + centres <= flops < sweep + 2 * members + centres + 0.1 * full, flops / full
+    if memory_efficient:
+        assert S == 4 and sweep < 0.65 * full  # each pair once: 10 of the 16 blocks
+    else:
+        assert S == 1 and b * b >= N * N
 
 
 def naive_sq_dists(a, b):
@@ -177,24 +185,25 @@ def _tokens(kind, B, N, C, seed):
 
 @pytest.mark.parametrize('kind,B,N,C', [('gauss', 1, 1000, 64), ('gauss', 3, 333, 32),
                                         ('grid', 2, 600, 8), ('dups', 2, 517, 16),
-                                        ('gauss', 2, 15, 8), ('grid', 1, 4, 3)])
-@pytest.mark.parametrize('tile_cols', [4096, 256, 64])
-def test_every_block_size_gives_the_naive_numbers(kind, B, N, C, tile_cols, monkeypatch):
+                                        ('gauss', 2, 15, 8), ('grid', 1, 4, 3), ('gauss', 1, 2000, 16)])
+def test_every_block_size_gives_the_naive_numbers(kind, B, N, C):
     """rho, delta (bit for bit) and the assignments of the blockwise passes equal the naive
-    formula's for any block size: budgets of 1 (the 16-row floor), 37 rows (uneven blocks of 35-36
-    rows at N = 1000), 100 rows, one block; N not a multiple of the column-group size; one column
-    tile or several (of about 256 or 64 columns; the last tile
-    padded)."""
-    monkeypatch.setattr(dpc_cluster, '_TILE_COLS', tile_cols)
-    monkeypatch.setattr(dpc_cluster, '_TILE_ABOVE', min(N - 1, tile_cols))
+    formula's for any block size: budgets of 1 (blocks of one 16-column group), 37 rows of N,
+    100 rows, a third of N squared, just below N x N (two blocks), one block; N not a multiple of
+    the block or group size (the last block padded). Pass 1 reads each off-diagonal block for
+    its rows and, transposed, for its columns, and recomputes the k best groups' members."""
     x = _tokens(kind, B, N, C, seed=N + C)
     rho, delta2 = naive_rho_delta(x)
     counts = [max(1, N // 64), min(N, 4 * max(1, N // 64))]
     want = naive_assign(x, rho, delta2, counts)
     sq = x.pow(2).sum(-1)
-    for budget in (1, B * 37 * N, B * 100 * N + 5, B * N * N, 2**31):
-        r, d = dpc_cluster._rho_delta(x, sq, min(5, N), budget)  # k capped at N as in dpc_knn
+    k = min(5, N)  # k capped at N as in dpc_knn
+    blocks = set()
+    for budget in (1, B * 37 * N, B * 100 * N + 5, B * (N // 3)**2, B * N * N - 1, B * N * N, 2**31):
+        blocks.add(dpc_cluster._square_tiling(N, B, k, budget)[0])
+        r, d = dpc_cluster._rho_delta(x, sq, k, budget)
         assert torch.equal(r, rho) and torch.equal(d, delta2), budget
+    assert 1 in blocks and (N < 64 or max(blocks) >= 3), blocks  # one block and a triangle
     for kw in (dict(memory_efficient=False), dict(memory_efficient=True, max_block_elems=B * 37 * N)):
         assert all(torch.equal(a, b) for a, b in zip(dpc_knn(x, counts, **kw), want)), kw
 
