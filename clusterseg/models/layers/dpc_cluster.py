@@ -142,7 +142,8 @@ def _knn(x, sq, k, budget):
        change no value). Their k G distances are computed again, now with the token as the row,
        by GEMMs of one group's G columns against the rows that picked it (at least 16, padded
        by repeating a row: the same kernels as the sweep's, so the same numbers), about
-       2 k G / N of the sweep's products; an exact top-k over them gives the k nearest.
+       2 k G / N of the sweep's products; an exact top-k over them gives the k nearest. With one
+       block (S = 1, the naive path) they are taken from the block itself.
     """
     B, N, C = x.shape
     inf = float('inf')
@@ -174,6 +175,13 @@ def _knn(x, sq, k, budget):
             merge(i0, d.view(B, b, q, G).amin(-1), J * q)  # rows of block I, groups of J
             if J > I:  # the columns of block J against the row groups of block I
                 merge(j0, d.view(B, q, G, b).amin(2).transpose(1, 2), I * q)
+    members = torch.arange(G, device=dev)
+    if S == 1:  # one block (the naive path): the members' distances are all in it
+        gid = run_g[:, :N]
+        v = buf[:, :N].view(B, N, q, G).gather(2, gid.clamp(min=0)[..., None].expand(B, N, k, G))
+        v = v.masked_fill_((gid < 0)[..., None], inf).flatten(-2)
+        v, pos = v.topk(k, dim=-1, largest=False)  # ascending
+        return _finish(v, C), (gid[..., None] * G + members).flatten(-2).gather(-1, pos), raw_max
     del buf
 
     # the members of each token's k groups, again with the token as the row
@@ -181,7 +189,6 @@ def _knn(x, sq, k, budget):
     knn_col = torch.empty(B, N, k, dtype=torch.long, device=dev)
     x_rows, sq_rows = xp.reshape(B * Np, C), sqp.reshape(B * Np)
     x_grp, sq_grp = xp.reshape(B * S * q, G, C), sqp.reshape(B * S * q, G)
-    members = torch.arange(G, device=dev)
     rows_per_chunk = max(_MIN_GEMM_ROWS, budget // max(1, B * k * G))
     for s in range(0, N, rows_per_chunk):
         e = min(N, s + rows_per_chunk)
@@ -322,9 +329,9 @@ def dpc_knn(x, num_clusters, k=5, memory_efficient=None, max_block_elems=DEFAULT
         x (Tensor): (B, N, C) token features (not differentiated through).
         num_clusters (int | Sequence[int]): M, or several M sharing one density computation.
         k (int): neighbours of the kNN density.
-        memory_efficient (bool | None): process the distances in blocks of rows. ``None``: when
-            ``B * N^2`` exceeds one block. ``False``: one block of all rows (the naive N x N
-            algorithm, the tests' reference).
+        memory_efficient (bool | None): process the distances in blocks (pass 1: a triangle of
+            square ones). ``None``: when ``B * N^2`` exceeds one block. ``False``: one block of all
+            tokens (the naive N x N algorithm, the tests' reference).
         max_block_elems (int): elements of one distance block in the memory-efficient path
             (pass 1: (B, b, b) with b >= 16); on the CPU at most ``2**14 * sqrt(N)`` and ``2**21``
             (4 MiB in fp32 at N = 4096, 8 MiB from N = 16384 on), so that a block stays in the
