@@ -176,12 +176,15 @@ def _knn(x, sq, k, budget):
             if J > I:  # the columns of block J against the row groups of block I
                 merge(j0, d.view(B, q, G, b).amin(2).transpose(1, 2), I * q)
     members = torch.arange(G, device=dev)
+
+    def nearest(vals, gid):  # vals (B, r, k G): the members of groups gid (B, r, k) -> the k nearest
+        v, pos = vals.topk(k, dim=-1, largest=False)  # ascending
+        return _finish(v, C), (gid[..., None] * G + members).flatten(-2).gather(-1, pos)
+
     if S == 1:  # one block (the naive path): the members' distances are all in it
         gid = run_g[:, :N]
         v = buf[:, :N].view(B, N, q, G).gather(2, gid.clamp(min=0)[..., None].expand(B, N, k, G))
-        v = v.masked_fill_((gid < 0)[..., None], inf).flatten(-2)
-        v, pos = v.topk(k, dim=-1, largest=False)  # ascending
-        return _finish(v, C), (gid[..., None] * G + members).flatten(-2).gather(-1, pos), raw_max
+        return (*nearest(v.masked_fill_((gid < 0)[..., None], inf).flatten(-2), gid), raw_max)
     del buf
 
     # the members of each token's k groups, again with the token as the row
@@ -197,8 +200,9 @@ def _knn(x, sq, k, budget):
         row = torch.arange(s, e, device=dev)[None, :, None] + Np * torch.arange(B, device=dev)[:, None, None]
         row = row.expand_as(gid).flatten()
         pick = (gid >= 0).flatten().nonzero().squeeze(1)
-        order = key[pick].argsort()
-        s_key, s_row, s_pick = key[pick][order], row[pick][order], pick[order]
+        key = key[pick]
+        order = key.argsort()
+        s_key, s_row, s_pick = key[order], row[pick][order], pick[order]
         counts = torch.bincount(s_key, minlength=B * S * q)
         starts = counts.cumsum(0) - counts
         used = counts.nonzero().squeeze(1)
@@ -217,9 +221,7 @@ def _knn(x, sq, k, budget):
                                  sq_rows.index_select(0, r).view(-1, p), sq_grp.index_select(0, g))
                 ok = (torch.arange(p, device=dev)[None] < n).flatten()
                 vals.index_copy_(0, s_pick[at.flatten()[ok]], dist.view(-1, G)[ok])
-        v, pos = vals.view(B, e - s, k * G).topk(k, dim=-1, largest=False)  # ascending
-        knn_d2[:, s:e] = _finish(v, C)
-        knn_col[:, s:e] = (gid[..., None] * G + members).flatten(-2).gather(-1, pos)
+        knn_d2[:, s:e], knn_col[:, s:e] = nearest(vals.view(B, e - s, k * G), gid)
     return knn_d2, knn_col, raw_max
 
 

@@ -128,7 +128,7 @@ def test_flop_counter_sees_every_distance_block(memory_efficient):
     # each token's k groups again, at least once (one block: they are read from it instead)
     members = 2 * B * N * k * G * C if S > 1 else 0
     full, centres = 2 * B * N * N * C, 2 * B * N * 50 * C
-    assert sweep + members + centres <= flops < sweep + 2 * members + centres + 0.15 * full, flops / full
+    assert sweep + members + centres <= flops < sweep + 2 * members + centres + 0.1 * full, flops / full
     if memory_efficient:
         assert S == 4 and sweep < 0.65 * full  # each pair once: 10 of the 16 blocks
     else:
