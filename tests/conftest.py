@@ -66,6 +66,24 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.e2e)
 
 
+@pytest.fixture(autouse=True)
+def _default_scope_per_test():
+    """mmengine's default scope is one per process: a test that sets it (``init_default_scope``)
+    would change how ``scope.Type`` names resolve in the tests that follow on its pytest-xdist
+    worker, which are a different set in every run. After each test the scopes are put back as
+    they were before it."""
+    def scopes():
+        mod = sys.modules.get('mmengine.registry.default_scope')
+        return None if mod is None else mod.DefaultScope._instance_dict
+
+    before = dict(scopes() or {})
+    yield
+    now = scopes()
+    if now is not None:
+        now.clear()
+        now.update(before)
+
+
 @pytest.fixture(scope='session')
 def synthetic_root(tmp_path_factory):
     """Small synthetic sets in the real formats, shared by the whole test session."""

@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 from mmengine.config import Config
+from mmengine.registry import DefaultScope
 
 from clusterseg.datasets.transforms import LoadPanopticAnnotations, PanopticAnnotationError
 from clusterseg.engine import add_input_checks
@@ -18,13 +19,16 @@ KMAX_SYNTH = 'configs/kmax_deeplab/kmax-deeplab_r18-tiny_1xb2-300it_synthetic-co
 
 def _dataset(root, checked):
     from mmdet.datasets import CocoPanopticDataset
-    load = dict(type='clusterseg.LoadPanopticAnnotations' if checked else
-                'mmdet.LoadPanopticAnnotations', backend_args=None)
-    return CocoPanopticDataset(
-        data_root=str(root), ann_file='annotations/panoptic_train2017.json',
-        data_prefix=dict(img='train2017/', seg='annotations/panoptic_train2017/'),
-        pipeline=[dict(type='mmdet.LoadImageFromFile'), load], test_mode=False,
-        filter_cfg=None)
+    load = dict(type='clusterseg.LoadPanopticAnnotations' if checked else 'LoadPanopticAnnotations',
+                backend_args=None)
+    # as an mmdet config builds it: in the mmdet scope, whatever scope an earlier test left set
+    # (in the mmdet scope a ``mmdet.`` prefix finds only mmdet's own transforms, not mmcv's
+    # LoadImageFromFile, which mmdet reaches through its parent registry)
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        return CocoPanopticDataset(
+            data_root=str(root), ann_file='annotations/panoptic_train2017.json',
+            data_prefix=dict(img='train2017/', seg='annotations/panoptic_train2017/'),
+            pipeline=[dict(type='LoadImageFromFile'), load], test_mode=False, filter_cfg=None)
 
 
 def _copy(synthetic_root, tmp_path):
