@@ -33,6 +33,10 @@ _CPU_BLOCK_PER_SQRT_N = 2**14
 # GEMM (row and column group minima), at 16 MiB (b = 2016, N = 66800) those passes ran at half
 # the speed per element of 8 MiB blocks (measured, 2 threads)
 _CPU_BLOCK_MAX = 2**21
+# pass 1's table of group minima has at least this many slots per neighbour (k) per token: the
+# CPU top-k takes about 1.5 ns per element over rows of n >= 64 k (a partial sort) and 5-8 ns
+# below (measured at k = 5, n = 27..600), so its rows are never shorter (unused slots: +inf)
+_TOPK_MIN_ROW = 64
 # rows (and columns) of every distance product: MKL (measured) switches to kernels with other
 # rounding below 4 rows or 12 columns, and a pair's distance must not depend on its block
 _MIN_GEMM_ROWS = 16
@@ -119,6 +123,16 @@ def _square_tiling(num_tokens, batch, k, budget):
     return S, q * G, G
 
 
+def _table_slots(batch, num_tokens, k, budget):
+    """Slots per token of pass 1's table of group minima: ``k`` (the best so far) plus every
+    group's (``S q``: one top-k per token, at the end) where the table fits in 4 blocks'
+    elements (``4 budget``), else as many as fit; at least one block's ``q`` and at least
+    ``_TOPK_MIN_ROW k`` (a top-k each time a token's slots are full)."""
+    S, b, G = _square_tiling(num_tokens, batch, k, budget)
+    q = b // G
+    return max(k + q, _TOPK_MIN_ROW * k, min(k + S * q, 4 * budget // max(1, batch * S * b)))
+
+
 def _finish(d, dims):
     """Raw squared distances -> D^2 = clamp(d, 0) / C (in place)."""
     return d.clamp_min_(0).div_(dims)
@@ -127,16 +141,14 @@ def _finish(d, dims):
 @torch.no_grad()
 def _knn(x, sq, k, budget):
     """Pass 1 of :func:`dpc_knn`: the k nearest of every token (D^2 ascending, (B, N, k), and
-    their columns) and the sample's largest raw squared distance (B, ), from one triangle of
-    the distance matrix.
+    their columns), from one triangle of the distance matrix.
 
     1. *Sweep* over the upper triangle of (b x b) blocks (:func:`_square_tiling`; one block on
        the naive path): each block's distances come from one GEMM and serve both its rows and,
        transposed, its columns (a pair's distance is the same number whichever token is the row,
        see :func:`_sq_dists`), so the N^2 C products are computed once per pair instead of twice.
        Of every block, per row and per column, the minima of the G-wide column (row) groups are
-       merged into the token's k best groups so far (values and group ids) and the maximum into
-       the sample's.
+       merged into the token's k best groups so far (values and group ids).
     2. *Members*: the k smallest of a row lie in the k column groups with the smallest minima (a
        smaller value outside them would sit in a group whose minimum beats one of theirs; ties
        change no value). Their k G distances are computed again, now with the token as the row,
@@ -152,15 +164,31 @@ def _knn(x, sq, k, budget):
     q, Np = b // G, S * b  # groups per block, padded tokens (pad: distance +inf)
     xp = torch.cat([x, x.new_zeros(B, Np - N, C)], 1) if Np > N else x
     sqp = torch.cat([sq, sq.new_full((B, Np - N), inf)], 1) if Np > N else sq
-    run_v = x.new_full((B, Np, k), inf)  # the k smallest group minima so far, per token
-    run_g = torch.full((B, Np, k), -1, dtype=torch.long, device=dev)  # their groups (-1: none)
-    raw_max = x.new_full((B, ), -inf)
+    # the group minima of every token, in a table of W slots per token: slots 0..k-1 hold the k
+    # best so far (their groups in run_g, -1: none), each block of the triangle writes q more
+    # (its groups: sid, per token block); a token block whose slots are full is compacted by one
+    # top-k into slots 0..k-1 (:func:`_table_slots`)
+    W = _table_slots(B, N, k, budget)
+    table = x.new_full((B, Np, W), inf)
+    run_g = torch.full((B, Np, k), -1, dtype=torch.long, device=dev)
+    sid = torch.full((S, W), -1, dtype=torch.long, device=dev)  # group of a slot >= k, per block
+    fill = [k] * S  # slots in use, per token block
 
-    def merge(r0, gmin, g0):  # gmin (B, b, q): minima of groups g0 .. g0 + q - 1 for rows r0..
-        v, p = torch.cat([run_v[:, r0:r0 + b], gmin], -1).topk(k, dim=-1, largest=False, sorted=False)
-        kept = run_g[:, r0:r0 + b].gather(-1, p.clamp(max=k - 1))
-        run_g[:, r0:r0 + b] = torch.where(p < k, kept, g0 + p - k)
-        run_v[:, r0:r0 + b] = v
+    def compact(J):
+        r = slice(J * b, (J + 1) * b)
+        v, p = table[:, r].topk(k, dim=-1, largest=False, sorted=False)  # all W slots (+inf: unused)
+        run_g[:, r] = torch.where(p < k, run_g[:, r].gather(-1, p.clamp(max=k - 1)), sid[J][p])
+        table[:, r, :k] = v
+        table[:, r, k:fill[J]] = inf
+        fill[J] = k
+
+    def slots(J, g0):  # the next q slots of token block J, for groups g0 .. g0 + q - 1
+        if fill[J] + q > W:
+            compact(J)
+        f = fill[J]
+        sid[J, f:f + q] = torch.arange(g0, g0 + q, device=dev)
+        fill[J] = f + q
+        return table[:, J * b:(J + 1) * b, f:f + q]
 
     buf = x.new_empty(B, b, b)
     for I in range(S):
@@ -169,12 +197,14 @@ def _knn(x, sq, k, budget):
             j0 = J * b
             d = _sq_dists(xp[:, i0:i0 + b], xp[:, j0:j0 + b], sqp[:, i0:i0 + b], sqp[:, j0:j0 + b],
                           out=buf)
-            real = d if j0 + b <= N else d[:, :max(0, N - i0), :max(0, N - j0)]  # pads are +inf
-            if real.numel():
-                raw_max = torch.maximum(raw_max, real.amax((1, 2)))
-            merge(i0, d.view(B, b, q, G).amin(-1), J * q)  # rows of block I, groups of J
+            # the rows of block I against the column groups of block J, written into the table
+            torch.amin(d.view(B, b, q, G), -1, out=slots(I, J * q))
             if J > I:  # the columns of block J against the row groups of block I
-                merge(j0, d.view(B, q, G, b).amin(2).transpose(1, 2), I * q)
+                # (computed contiguous, then transposed into the table: a reduction into the
+                # transposed slots directly ran 15x slower)
+                slots(J, I * q).copy_(d.view(B, q, G, b).amin(2).transpose(1, 2))
+    for J in range(S):
+        compact(J)
     members = torch.arange(G, device=dev)
 
     def nearest(vals, gid):  # vals (B, r, k G): the members of groups gid (B, r, k) -> the k nearest
@@ -184,7 +214,7 @@ def _knn(x, sq, k, budget):
     if S == 1:  # one block (the naive path): the members' distances are all in it
         gid = run_g[:, :N]
         v = buf[:, :N].view(B, N, q, G).gather(2, gid.clamp(min=0)[..., None].expand(B, N, k, G))
-        return (*nearest(v.masked_fill_((gid < 0)[..., None], inf).flatten(-2), gid), raw_max)
+        return nearest(v.masked_fill_((gid < 0)[..., None], inf).flatten(-2), gid)
     del buf
 
     # the members of each token's k groups, again with the token as the row
@@ -193,6 +223,9 @@ def _knn(x, sq, k, budget):
     x_rows, sq_rows = xp.reshape(B * Np, C), sqp.reshape(B * Np)
     x_grp, sq_grp = xp.reshape(B * S * q, G, C), sqp.reshape(B * S * q, G)
     rows_per_chunk = max(_MIN_GEMM_ROWS, budget // max(1, B * k * G))
+    # buffers reused by every chunk and product (fresh ones cost a page fault per 4 KiB each time)
+    vals_buf = x.new_empty(B * min(N, rows_per_chunk) * k, G)
+    dist_buf = x.new_empty(0)
     for s in range(0, N, rows_per_chunk):
         e = min(N, s + rows_per_chunk)
         gid = run_g[:, s:e]  # (B, r, k)
@@ -208,36 +241,38 @@ def _knn(x, sq, k, budget):
         used = counts.nonzero().squeeze(1)
         size = counts[used].clamp(min=_MIN_GEMM_ROWS)
         size = 2**torch.ceil(torch.log2(size.double())).long()  # rows of its GEMM, a power of 2
-        vals = x.new_full((gid.numel(), G), inf)
+        vals = vals_buf[:gid.numel()].fill_(inf)
         for p in size.unique().tolist():
             grp = used[size == p]
             per = max(1, budget // (p * max(G, C)))  # the distances and the gathered rows
             for g0 in range(0, grp.numel(), per):
                 g = grp[g0:g0 + per]
+                if dist_buf.numel() < g.numel() * p * G:
+                    dist_buf = x.new_empty(g.numel() * p * G)
                 n = counts[g, None]
                 at = starts[g, None] + torch.minimum(torch.arange(p, device=dev)[None], n - 1)
                 r = s_row[at].flatten()  # (groups p): the rows that picked a group, the last repeated
                 dist = _sq_dists(x_rows.index_select(0, r).view(-1, p, C), x_grp.index_select(0, g),
-                                 sq_rows.index_select(0, r).view(-1, p), sq_grp.index_select(0, g))
+                                 sq_rows.index_select(0, r).view(-1, p), sq_grp.index_select(0, g),
+                                 out=dist_buf[:g.numel() * p * G].view(-1, p, G))
                 ok = (torch.arange(p, device=dev)[None] < n).flatten()
                 vals.index_copy_(0, s_pick[at.flatten()[ok]], dist.view(-1, G)[ok])
         knn_d2[:, s:e], knn_col[:, s:e] = nearest(vals.view(B, e - s, k * G), gid)
-    return knn_d2, knn_col, raw_max
+    return knn_d2, knn_col
 
 
 @torch.no_grad()
 def _rho_delta(x, sq, k, budget):
     """Passes 1 and 2 of :func:`dpc_knn`: (B, N) ``rho`` and ``delta^2`` (``D^2`` to the nearest
-    denser token; the sample's largest for the densest) of fp32 tokens x (B, N, C) with squared
-    norms sq (B, N), in blocks of at most ``budget`` elements (pass 1: (B, b, b) blocks, see
-    :func:`_square_tiling`; ``B * N * N`` or more: one block of all rows, the naive path)."""
+    denser token; +inf for the densest, see :func:`_centre_order`) of fp32 tokens x (B, N, C)
+    with squared norms sq (B, N), in blocks of at most ``budget`` elements (pass 1: (B, b, b)
+    blocks, see :func:`_square_tiling`; ``B * N * N`` or more: one block, the naive path)."""
     B, N, C = x.shape
     inf = float('inf')
     idx = torch.arange(N, device=x.device)
     batch = torch.arange(B, device=x.device)[:, None]
-    knn_d2, knn_col, raw_max = _knn(x, sq, k, budget)
+    knn_d2, knn_col = _knn(x, sq, k, budget)
     rho = torch.exp(-knn_d2.mean(-1))  # (B, N)
-    d2_max = _finish(raw_max, C)  # (B, )
 
     # pass 2: distance to the nearest denser token. "Denser" is the strict total order of a
     # stable descending sort of rho (equal rho: lower index first), so j is denser than i iff
@@ -275,9 +310,37 @@ def _rho_delta(x, sq, k, budget):
         raw[..., lo:].masked_fill_(idx[lo:R] >= peak_rank[:, s:e, None], inf)  # (B, rows, R)
         delta2.scatter_(1, out_tok[:, s:e], _finish(raw.amin(-1), C))
         s = e
-    delta2 = delta2[:, :N]
-    return rho, torch.where(torch.isinf(delta2), d2_max[:, None], delta2)  # the densest token
+    return rho, delta2[:, :N]  # +inf: the densest token (no token is denser)
 
+
+def _max_d2(x, sq, budget):
+    """The largest ``D^2`` of each sample (B, ), over all N^2 pairs, in (rows x N) blocks."""
+    B, N, C = x.shape
+    raw = [_sq_dists(x[:, s:e], x, sq[:, s:e], sq).amax((1, 2)) for s, e in _row_blocks(B, N, N, budget)]
+    return _finish(torch.stack(raw, 0).amax(0), C)
+
+
+def _centre_order(rho, delta2, max_d2):
+    """The tokens by score ``rho * delta`` (B, N), descending, equal scores in index order, where
+    the densest token (``delta2`` +inf, one per sample) has the sample's largest distance as its
+    delta.
+
+    That token's score is the largest of its sample (its rho is, and every delta is a distance,
+    at most the largest one): the largest distance only breaks a tie of scores. So it is taken
+    from ``max_d2(samples)`` (N^2 work again, :func:`_max_d2`) only in a sample where the other
+    tokens' largest delta gives the densest token a score below or equal to another token's;
+    elsewhere that delta takes its place, with the same order (the score is then already
+    strictly the largest)."""
+    top = torch.isinf(delta2)  # (B, N)
+    rest = delta2.masked_fill(top, 0)
+    best_rest = (rho * rest.sqrt()).masked_fill_(top, -float('inf')).amax(-1)  # (B, )
+    stand_in = rest.amax(-1)  # (B, ) <= the sample's largest distance
+    tie = ~((rho * top).amax(-1) * stand_in.sqrt() > best_rest)  # (rho >= 0: the densest's rho)
+    if tie.any():
+        stand_in = stand_in.clone()
+        stand_in[tie] = max_d2(tie)
+    delta2 = torch.where(top, stand_in[:, None], delta2)
+    return torch.sort(rho * delta2.sqrt(), dim=-1, descending=True, stable=True).indices
 
 def block_budget(batch, num_tokens, device_type='cpu', memory_efficient=None,
                  max_block_elems=DEFAULT_MAX_BLOCK_ELEMS):
@@ -312,14 +375,17 @@ def dpc_knn(x, num_clusters, k=5, memory_efficient=None, max_block_elems=DEFAULT
 
     1. over the upper triangle of square blocks, the (b, b) distances (one GEMM per block, each
        pair of tokens once, read for the block's rows and, transposed, for its columns): every
-       token's k column groups with the smallest minima and the sample's largest distance; then
-       those groups' members again, an exact top-k among them: the k nearest with their columns
-       (:func:`_knn`);
+       token's k column groups with the smallest minima; then those groups' members again, an
+       exact top-k among them: the k nearest with their columns (:func:`_knn`);
     2. ``delta`` of a token with a denser token among its k nearest is the nearest of those (any
        denser token outside is at least as far as the k-th nearest). The others, the local density
        peaks (a few percent of the tokens), scan the tokens ranked denser than them: in rank
        order, a triangular (peaks x denser tokens) product;
     3. the distances to the M centres (O(N M C)) -> nearest centre.
+
+    The densest token's delta, the sample's largest distance, is not computed unless a tie of
+    scores needs it (:func:`_centre_order`): without a tie it only makes that token the first
+    centre, which its score already is.
 
     Every number is the one the naive N x N algorithm computes (same formula, same rounding, the
     selection before the monotone clamp / scaling), provided the BLAS returns the same value for
@@ -354,19 +420,27 @@ def dpc_knn(x, num_clusters, k=5, memory_efficient=None, max_block_elems=DEFAULT
     budget = block_budget(B, N, x.device.type, memory_efficient, max_block_elems)
     sq = x.pow(2).sum(-1)  # (B, N) squared norms, once
     rho, delta2 = _rho_delta(x, sq, k, budget)  # (B, N) each
+    order = _centre_order(rho, delta2, lambda b: _max_d2(x[b], sq[b], budget))  # (B, N)
     batch = torch.arange(B, device=x.device)[:, None]
-    score = rho * delta2.sqrt()  # (B, N)
-    # stable descending sort: equal scores keep index order
-    order = torch.sort(score, dim=-1, descending=True, stable=True).indices  # (B, N)
 
-    # pass 3: nearest centre (argmin returns the first, i.e. best-ranked, of equal distances)
+    # pass 3: nearest centre. argmin returns the first, i.e. best-ranked, of equal distances; on
+    # the raw distances that is the one of clamp(raw, 0) too, but in a row whose smallest raw
+    # value is <= 0, where clamp(raw, 0) has its first 0 (rare outside the centres' own rows,
+    # which are overwritten below): those rows take their first raw value <= 0
     results = []
     for m in counts:
         centres = order[:, :m]  # (B, M)
+        not_centre = torch.ones(B, N, dtype=torch.bool, device=x.device)
+        not_centre[batch, centres] = False
         assign = x.new_empty(B, N, dtype=torch.long)
         for s, e in _row_blocks(B, N, m, budget):
             raw = _sq_dists(x[:, s:e], x[batch, centres], sq[:, s:e], sq.gather(1, centres))
-            assign[:, s:e] = raw.clamp_min_(0).argmin(-1)  # (B, rows)
+            a = raw.argmin(-1)  # (B, rows)
+            low = (raw.gather(-1, a[..., None])[..., 0] <= 0) & not_centre[:, s:e]
+            if low.any():
+                bi, ri = low.nonzero(as_tuple=True)
+                a[bi, ri] = (raw[bi, ri] <= 0).int().argmax(-1)  # the first 0 of clamp(raw, 0)
+            assign[:, s:e] = a
         assign[batch, centres] = torch.arange(m, device=x.device)[None].expand(B, m)
         results.append(assign)
     return results[0] if single else results

@@ -144,9 +144,11 @@ def naive_sq_dists(a, b):
     return (a.pow(2).sum(-1)[:, :, None] + b.pow(2).sum(-1)[:, None, :]) - 2 * ab
 
 
-def naive_rho_delta(x, k=5):
+def naive_rho_delta(x, k=5, densest_max=True):
     """rho and delta^2 straight from the formula, in fp32, with one (B, N, N) distance matrix
-    (:func:`naive_sq_dists`): ``D^2 = clamp((|x|^2 + |x'|^2) - 2 x.x', 0) / C``."""
+    (:func:`naive_sq_dists`): ``D^2 = clamp((|x|^2 + |x'|^2) - 2 x.x', 0) / C``; the densest
+    token's delta^2 is the sample's largest D^2 (``densest_max=False``: +inf, as ``_rho_delta``
+    returns it)."""
     B, N, C = x.shape
     k = min(k, N)
     d2 = naive_sq_dists(x, x).clamp_min_(0).div_(C)  # (B, N, N)
@@ -155,7 +157,8 @@ def naive_rho_delta(x, k=5):
     denser = (rho[:, None, :] > rho[:, :, None]) | (
         (rho[:, None, :] == rho[:, :, None]) & (torch.arange(N)[None, None] < torch.arange(N)[None, :, None]))
     delta2 = d2.masked_fill(~denser, float('inf')).amin(-1)
-    delta2 = torch.where(torch.isinf(delta2), d2.flatten(1).amax(-1)[:, None], delta2)
+    if densest_max:
+        delta2 = torch.where(torch.isinf(delta2), d2.flatten(1).amax(-1)[:, None], delta2)
     return rho, delta2
 
 
@@ -187,26 +190,114 @@ def _tokens(kind, B, N, C, seed):
 @pytest.mark.parametrize('kind,B,N,C', [('gauss', 1, 1000, 64), ('gauss', 3, 333, 32),
                                         ('grid', 2, 600, 8), ('dups', 2, 517, 16),
                                         ('gauss', 2, 15, 8), ('grid', 1, 4, 3), ('gauss', 1, 2000, 16)])
-def test_every_block_size_gives_the_naive_numbers(kind, B, N, C):
+def test_every_block_size_gives_the_naive_numbers(kind, B, N, C, monkeypatch):
     """rho, delta (bit for bit) and the assignments of the blockwise passes equal the naive
-    formula's for any block size: budgets of 1 (blocks of one 16-column group), 37 rows of N,
+    formula's for any block size: budgets of 1 (blocks of one 16-column group), 8 and 37 rows of N,
     100 rows, a third of N squared, just below N x N (two blocks), one block; N not a multiple of
     the block or group size (the last block padded). Pass 1 reads each off-diagonal block for
-    its rows and, transposed, for its columns, and recomputes the k best groups' members."""
+    its rows and, transposed, for its columns, and recomputes the k best groups' members; its
+    table of group minima is compacted after every block, after several, or only at the end."""
     x = _tokens(kind, B, N, C, seed=N + C)
     rho, delta2 = naive_rho_delta(x)
+    open_delta2 = naive_rho_delta(x, densest_max=False)[1]
     counts = [max(1, N // 64), min(N, 4 * max(1, N // 64))]
     want = naive_assign(x, rho, delta2, counts)
     sq = x.pow(2).sum(-1)
     k = min(5, N)  # k capped at N as in dpc_knn
-    blocks = set()
-    for budget in (1, B * 37 * N, B * 100 * N + 5, B * (N // 3)**2, B * N * N - 1, B * N * N, 2**31):
-        blocks.add(dpc_cluster._square_tiling(N, B, k, budget)[0])
+    blocks, compactions = set(), set()
+    budgets = (1, B * 8 * N, B * 37 * N, B * 100 * N + 5, B * (N // 3)**2, B * N * N - 1, B * N * N, 2**31)
+    # the table's rows as short as the budget allows (1): compacted mid-sweep at these N too
+    for min_row, budget in [(m, b) for m in (dpc_cluster._TOPK_MIN_ROW, 1) for b in budgets]:
+        monkeypatch.setattr(dpc_cluster, '_TOPK_MIN_ROW', min_row)
+        S, b, G = dpc_cluster._square_tiling(N, B, k, budget)
+        blocks.add(S)
+        # writes of q group minima between two top-k's of a token's table slots (S: only the last)
+        compactions.add((min(S, (dpc_cluster._table_slots(B, N, k, budget) - k) // (b // G)), S))
         r, d = dpc_cluster._rho_delta(x, sq, k, budget)
-        assert torch.equal(r, rho) and torch.equal(d, delta2), budget
+        assert torch.equal(r, rho) and torch.equal(d, open_delta2), (min_row, budget)
+    monkeypatch.undo()
     assert 1 in blocks and (N < 64 or max(blocks) >= 3), blocks  # one block and a triangle
+    # the table: compacted after every write (budget 1), after several, only at the end
+    assert N < 600 or ((1, 1) in compactions and any(1 < c < S for c, S in compactions)
+                       and any(c == 1 < S for c, S in compactions)), compactions
     for kw in (dict(memory_efficient=False), dict(memory_efficient=True, max_block_elems=B * 37 * N)):
         assert all(torch.equal(a, b) for a, b in zip(dpc_knn(x, counts, **kw), want)), kw
+
+
+def _spy(monkeypatch, name):
+    calls, real = [], getattr(dpc_cluster, name)
+
+    def spy(*args, **kwargs):
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(dpc_cluster, name, spy)
+    return calls
+
+
+def test_largest_distance_only_for_a_tie(monkeypatch):
+    """The densest token's delta (the sample's largest distance, N^2 work) is computed only where
+    a tie of scores needs it. Two mirrored clusters (x and -x: the same distances bit for bit):
+    the densest token's mirror has its rho and, as the largest of the other deltas, their
+    distance, so without the largest distance their scores would tie; sample 1 has no tie."""
+    g = torch.Generator().manual_seed(11)
+    a = torch.randn(60, 8, generator=g) * 0.3 + 4.
+    x = torch.stack([torch.cat([a, -a]), torch.randn(120, 8, generator=g)])
+    calls = _spy(monkeypatch, '_max_d2')
+    counts = [3, 12]
+    for kw in (dict(memory_efficient=False), dict(memory_efficient=True, max_block_elems=2 * 16 * 120)):
+        calls.clear()
+        got = dpc_knn(x, counts, **kw)
+        rho, delta2 = naive_rho_delta(x)
+        assert all(torch.equal(u, v) for u, v in zip(got, naive_assign(x, rho, delta2, counts))), kw
+        assert len(calls) == 1 and calls[0][0].shape == (1, 120, 8)  # sample 0 only
+        assert torch.equal(calls[0][0][0], x[0])
+    calls.clear()
+    assert all(torch.equal(u, v) for u, v in zip(dpc_knn(x[1:], counts), _brute_batch(x[1:], counts)))
+    assert calls == []
+
+
+def test_centre_order_breaks_a_tie_with_the_largest_distance():
+    """Token 0's score rounds to the densest token's (token 2) if that one's delta were the other
+    tokens' largest: only the sample's largest distance (asked for) puts token 2 first, as the
+    naive formula does; without a tie the callable is not called."""
+    hi = torch.tensor(0.75)
+    lo = torch.nextafter(hi, torch.tensor(0.))
+    d = torch.linspace(1, 2, 10001)
+    d = d[(lo * d.sqrt()) == (hi * d.sqrt())][0]  # lo * sqrt(d) rounds to hi * sqrt(d)
+    rho = torch.stack([lo, torch.tensor(0.1), hi])[None]
+    delta2 = torch.tensor([[d, 0.5, float('inf')]])
+    asked = []
+
+    def max_d2(which):
+        asked.append(which.tolist())
+        return torch.full((int(which.sum()), ), 3.)
+
+    order = dpc_cluster._centre_order(rho, delta2, max_d2)
+    assert order.tolist() == [[2, 0, 1]] and asked == [[True]]
+    stand_in = torch.where(torch.isinf(delta2), d, delta2)  # what a stand-in would give instead
+    assert torch.sort(rho * stand_in.sqrt(), dim=-1, descending=True, stable=True).indices.tolist() == [[0, 2, 1]]
+    asked.clear()
+    rho[0, 0] = 0.5  # no tie
+    assert dpc_cluster._centre_order(rho, delta2, max_d2).tolist() == [[2, 0, 1]] and asked == []
+
+
+def test_centres_equidistant_to_zero_join_the_first():
+    """Pass 3 takes argmin of the raw distances; where cancellation makes several of a token's
+    raw distances <= 0 (near-identical tokens far from the origin), clamp(raw, 0) ties them at 0
+    and the token joins the first (best-ranked) of those centres, as the naive formula does."""
+    g = torch.Generator().manual_seed(5)
+    x = 1000. + 1e-3 * torch.randn(2, 64, 8, generator=g)
+    counts = [8, 32]
+    rho, delta2 = naive_rho_delta(x)
+    want = naive_assign(x, rho, delta2, counts)
+    assert all(torch.equal(u, v) for u, v in zip(dpc_knn(x, counts), want))
+    # the case is there: a plain argmin of the raw distances would differ
+    order = torch.sort(rho * delta2.sqrt(), dim=-1, descending=True, stable=True).indices
+    batch, centres = torch.arange(2)[:, None], order[:, :32]
+    plain = naive_sq_dists(x, x[batch, centres]).argmin(-1)
+    plain[batch, centres] = torch.arange(32)
+    assert not torch.equal(plain, want[1])
 
 
 def test_knn_density_of_planted_ties():
