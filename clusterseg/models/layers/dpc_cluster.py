@@ -7,7 +7,8 @@ cluster means, so attention costs O(N * M * C) with M = N / sr^2 (and 4 M for th
 
 DPC-kNN itself is O(N^2 C) compute. :func:`dpc_knn` never needs the N x N distance matrix in one
 piece: it walks over the upper triangle of square blocks (each pair of tokens once), so its peak
-memory is set by ``max_block_elems`` instead of N^2. With one block covering all tokens it *is*
+memory is set by ``max_block_elems`` (plus a table of at least 64 k group minima per token, linear
+in N) instead of N^2. With one block covering all tokens it *is*
 the naive N x N algorithm; both run the same code, so they give the same assignments.
 
 Shapes: B batch, N tokens, C channels, M clusters, h heads, d = C / h.
