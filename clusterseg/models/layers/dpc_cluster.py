@@ -38,6 +38,10 @@ _CPU_BLOCK_MAX = 2**21
 # CPU top-k takes about 1.5 ns per element over rows of n >= 64 k (a partial sort) and 5-8 ns
 # below (measured at k = 5, n = 27..600), so its rows are never shorter (unused slots: +inf)
 _TOPK_MIN_ROW = 64
+# pass 1's column groups are a multiple of this wide: the group minima of a block's rows (amin
+# over the last dim of a (b, q, G) view) took 0.04-0.07 ns per element at G = 64, 96, 128, .., 256
+# and 0.16-0.37 at 48, 80, 112, 144, 0.97 at 16 (measured, 2 threads, b ~ 1350)
+_GROUP_STEP = 32
 # rows (and columns) of every distance product: MKL (measured) switches to kernels with other
 # rounding below 4 rows or 12 columns, and a pair's distance must not depend on its block
 _MIN_GEMM_ROWS = 16
@@ -110,11 +114,11 @@ def _row_blocks(batch, num_rows, num_cols, max_block_elems, min_rows=_MIN_GEMM_R
 
 def _square_tiling(num_tokens, batch, k, budget):
     """Pass 1's tiling: ``(S, b, G)``, the tokens padded to ``S b`` and cut into S blocks of b,
-    each block's columns in ``b / G`` contiguous groups of G (a multiple of 16 near
+    each block's columns in ``b / G`` contiguous groups of G (a multiple of 32 near
     ``sqrt(N / k)``, so that the k best groups' members (k G per row) and the group minima
     (about N / G per row) cost about the same). ``B b^2 <= budget`` unless that is below one
     group (b >= G >= 16); ``budget >= B N^2`` (the naive path): one block. At least k groups."""
-    G = _MIN_GEMM_ROWS * max(1, round(math.sqrt(num_tokens / k) / _MIN_GEMM_ROWS))
+    G = _GROUP_STEP * max(1, round(math.sqrt(num_tokens / k) / _GROUP_STEP))
     if budget >= batch * num_tokens * num_tokens:
         S = 1
     else:

@@ -130,7 +130,8 @@ def test_flop_counter_sees_every_distance_block(memory_efficient):
     full, centres = 2 * B * N * N * C, 2 * B * N * 50 * C
     assert sweep + members + centres <= flops < sweep + 2 * members + centres + 0.1 * full, flops / full
     if memory_efficient:
-        assert S == 4 and sweep < 0.65 * full  # each pair once: 10 of the 16 blocks
+        # each pair once: 10 of the 16 blocks of the padded tokens
+        assert S == 4 and sweep < 0.65 * full * (S * b / N)**2
     else:
         assert S == 1 and b * b >= N * N
 
@@ -192,7 +193,7 @@ def _tokens(kind, B, N, C, seed):
                                         ('gauss', 2, 15, 8), ('grid', 1, 4, 3), ('gauss', 1, 2000, 16)])
 def test_every_block_size_gives_the_naive_numbers(kind, B, N, C, monkeypatch):
     """rho, delta (bit for bit) and the assignments of the blockwise passes equal the naive
-    formula's for any block size: budgets of 1 (blocks of one 16-column group), 8 and 37 rows of N,
+    formula's for any block size: budgets of 1 (blocks of one 32-column group), 8 and 37 rows of N,
     100 rows, a third of N squared, just below N x N (two blocks), one block; N not a multiple of
     the block or group size (the last block padded). Pass 1 reads each off-diagonal block for
     its rows and, transposed, for its columns, and recomputes the k best groups' members; its
@@ -218,7 +219,7 @@ def test_every_block_size_gives_the_naive_numbers(kind, B, N, C, monkeypatch):
     monkeypatch.undo()
     assert 1 in blocks and (N < 64 or max(blocks) >= 3), blocks  # one block and a triangle
     # the table: compacted after every write (budget 1), after several, only at the end
-    assert N < 600 or ((1, 1) in compactions and any(1 < c < S for c, S in compactions)
+    assert N < 1000 or ((1, 1) in compactions and any(1 < c < S for c, S in compactions)
                        and any(c == 1 < S for c, S in compactions)), compactions
     for kw in (dict(memory_efficient=False), dict(memory_efficient=True, max_block_elems=B * 37 * N)):
         assert all(torch.equal(a, b) for a, b in zip(dpc_knn(x, counts, **kw), want)), kw
