@@ -153,7 +153,8 @@ def _knn(x, sq, k, budget):
        transposed, its columns (a pair's distance is the same number whichever token is the row,
        see :func:`_sq_dists`), so the N^2 C products are computed once per pair instead of twice.
        Of every block, per row and per column, the minima of the G-wide column (row) groups are
-       merged into the token's k best groups so far (values and group ids).
+       written into the token's row of a table of group minima; one top-k per token (or per
+       full row, :func:`_table_slots`) keeps its k best groups (values and group ids).
     2. *Members*: the k smallest of a row lie in the k column groups with the smallest minima (a
        smaller value outside them would sit in a group whose minimum beats one of theirs; ties
        change no value). Their k G distances are computed again, now with the token as the row,
@@ -185,6 +186,7 @@ def _knn(x, sq, k, budget):
         run_g[:, r] = torch.where(p < k, run_g[:, r].gather(-1, p.clamp(max=k - 1)), sid[J][p])
         table[:, r, :k] = v
         table[:, r, k:fill[J]] = inf
+        sid[J, k:] = -1  # (an unused slot's +inf must not name a group picked already)
         fill[J] = k
 
     def slots(J, g0):  # the next q slots of token block J, for groups g0 .. g0 + q - 1

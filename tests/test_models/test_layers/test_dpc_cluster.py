@@ -190,7 +190,8 @@ def _tokens(kind, B, N, C, seed):
 
 @pytest.mark.parametrize('kind,B,N,C', [('gauss', 1, 1000, 64), ('gauss', 3, 333, 32),
                                         ('grid', 2, 600, 8), ('dups', 2, 517, 16),
-                                        ('gauss', 2, 15, 8), ('grid', 1, 4, 3), ('gauss', 1, 2000, 16)])
+                                        ('gauss', 2, 15, 8), ('grid', 1, 4, 3), ('gauss', 1, 2000, 16),
+                                        ('gauss', 1, 100, 8)])
 def test_every_block_size_gives_the_naive_numbers(kind, B, N, C, monkeypatch):
     """rho, delta (bit for bit) and the assignments of the blockwise passes equal the naive
     formula's for any block size: budgets of 1 (blocks of one 32-column group), 8 and 37 rows of N,
