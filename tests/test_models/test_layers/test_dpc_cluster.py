@@ -214,12 +214,13 @@ def test_every_block_size_gives_the_naive_numbers(kind, B, N, C, monkeypatch):
         S, b, G = dpc_cluster._square_tiling(N, B, k, budget)
         blocks.add(S)
         # writes of q group minima between two top-k's of a token's table slots (S: only the last)
-        compactions.add((min(S, (dpc_cluster._table_slots(B, N, k, budget) - k) // (b // G)), S))
+        compactions.add((min(S, (dpc_cluster._table_slots(B, N, k, budget, 'cpu') - k) // (b // G)), S))
         r, d = dpc_cluster._rho_delta(x, sq, k, budget)
         assert torch.equal(r, rho) and torch.equal(d, open_delta2), (min_row, budget)
     monkeypatch.undo()
     assert 1 in blocks and (N < 64 or max(blocks) >= 3), blocks  # one block and a triangle
-    # the table: compacted after every write (budget 1), after several, only at the end
+    # the table: one block (1, 1); a triangle compacted after every write (c == 1 < S), after
+    # several (1 < c < S), or only at the end (c == S)
     assert N < 1000 or ((1, 1) in compactions and any(1 < c < S for c, S in compactions)
                        and any(c == 1 < S for c, S in compactions)), compactions
     for kw in (dict(memory_efficient=False), dict(memory_efficient=True, max_block_elems=B * 37 * N)):
@@ -241,7 +242,10 @@ def test_largest_distance_only_for_a_tie(monkeypatch):
     """The densest token's delta (the sample's largest distance, N^2 work) is computed only where
     a tie of scores needs it. Two mirrored clusters (x and -x: the same distances bit for bit):
     the densest token's mirror has its rho and, as the largest of the other deltas, their
-    distance, so without the largest distance their scores would tie; sample 1 has no tie."""
+    distance, so without the largest distance their scores would tie; sample 1 has no tie.
+    Here the stable sort breaks the tie as the largest distance would (the mirror has the higher
+    index), so this test pins when the N^2 pass runs (the calls); what it decides is pinned by
+    test_centre_order_breaks_a_tie_with_the_largest_distance."""
     g = torch.Generator().manual_seed(11)
     a = torch.randn(60, 8, generator=g) * 0.3 + 4.
     x = torch.stack([torch.cat([a, -a]), torch.randn(120, 8, generator=g)])
