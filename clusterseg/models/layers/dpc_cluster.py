@@ -7,8 +7,8 @@ cluster means, so attention costs O(N * M * C) with M = N / sr^2 (and 4 M for th
 
 DPC-kNN itself is O(N^2 C) compute. :func:`dpc_knn` never needs the N x N distance matrix in one
 piece: it walks over the upper triangle of square blocks (each pair of tokens once), so its peak
-memory is set by ``max_block_elems`` (plus a table of at least 64 k group minima per token, linear
-in N) instead of N^2. With one block covering all tokens it *is*
+memory is set by ``max_block_elems`` (plus a table of group minima of at most 4 blocks, or 64 k
+per token on the CPU: linear in N) instead of N^2. With one block covering all tokens it *is*
 the naive N x N algorithm; both run the same code, so they give the same assignments.
 
 Shapes: B batch, N tokens, C channels, M clusters, h heads, d = C / h.
@@ -356,6 +356,7 @@ def _centre_order(rho, delta2, max_d2):
     delta2 = torch.where(top, stand_in[:, None], delta2)
     return torch.sort(rho * delta2.sqrt(), dim=-1, descending=True, stable=True).indices
 
+
 def block_budget(batch, num_tokens, device_type='cpu', memory_efficient=None,
                  max_block_elems=DEFAULT_MAX_BLOCK_ELEMS):
     """Elements of one distance block of :func:`dpc_knn` on B x N tokens: ``max_block_elems``, on
@@ -416,8 +417,8 @@ def dpc_knn(x, num_clusters, k=5, memory_efficient=None, max_block_elems=DEFAULT
         num_clusters (int | Sequence[int]): M, or several M sharing one density computation.
         k (int): neighbours of the kNN density.
         memory_efficient (bool | None): process the distances in blocks (pass 1: a triangle of
-            square ones). ``None``: when ``B * N^2`` exceeds one block (:func:`block_budget`). ``False``: one block of all
-            tokens (the naive N x N algorithm, the tests' reference).
+            square ones). ``None``: when ``B * N^2`` exceeds one block (:func:`block_budget`).
+            ``False``: one block of all tokens (the naive N x N algorithm, the tests' reference).
         max_block_elems (int): elements of one distance block in the memory-efficient path
             (pass 1: (B, b, b) with b >= 32); on the CPU at most ``2**14 * sqrt(N)`` and ``2**21``
             (4 MiB in fp32 at N = 4096, 8 MiB from N = 16384 on), so that a block stays in the
@@ -448,11 +449,12 @@ def dpc_knn(x, num_clusters, k=5, memory_efficient=None, max_block_elems=DEFAULT
     results = []
     for m in counts:
         centres = order[:, :m]  # (B, M)
+        x_c, sq_c = x[batch, centres], sq.gather(1, centres)  # (B, M, C), (B, M)
         not_centre = torch.ones(B, N, dtype=torch.bool, device=x.device)
         not_centre[batch, centres] = False
         assign = x.new_empty(B, N, dtype=torch.long)
         for s, e in _row_blocks(B, N, m, budget):
-            raw = _sq_dists(x[:, s:e], x[batch, centres], sq[:, s:e], sq.gather(1, centres))
+            raw = _sq_dists(x[:, s:e], x_c, sq[:, s:e], sq_c)
             a = raw.argmin(-1)  # (B, rows)
             low = (raw.gather(-1, a[..., None])[..., 0] <= 0) & not_centre[:, s:e]
             if low.any():

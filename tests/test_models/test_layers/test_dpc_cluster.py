@@ -145,11 +145,10 @@ def naive_sq_dists(a, b):
     return (a.pow(2).sum(-1)[:, :, None] + b.pow(2).sum(-1)[:, None, :]) - 2 * ab
 
 
-def naive_rho_delta(x, k=5, densest_max=True):
+def naive_rho_delta(x, k=5):
     """rho and delta^2 straight from the formula, in fp32, with one (B, N, N) distance matrix
     (:func:`naive_sq_dists`): ``D^2 = clamp((|x|^2 + |x'|^2) - 2 x.x', 0) / C``; the densest
-    token's delta^2 is the sample's largest D^2 (``densest_max=False``: +inf, as ``_rho_delta``
-    returns it)."""
+    token's delta^2 is the sample's largest D^2."""
     B, N, C = x.shape
     k = min(k, N)
     d2 = naive_sq_dists(x, x).clamp_min_(0).div_(C)  # (B, N, N)
@@ -158,8 +157,7 @@ def naive_rho_delta(x, k=5, densest_max=True):
     denser = (rho[:, None, :] > rho[:, :, None]) | (
         (rho[:, None, :] == rho[:, :, None]) & (torch.arange(N)[None, None] < torch.arange(N)[None, :, None]))
     delta2 = d2.masked_fill(~denser, float('inf')).amin(-1)
-    if densest_max:
-        delta2 = torch.where(torch.isinf(delta2), d2.flatten(1).amax(-1)[:, None], delta2)
+    delta2 = torch.where(torch.isinf(delta2), d2.flatten(1).amax(-1)[:, None], delta2)
     return rho, delta2
 
 
@@ -201,7 +199,9 @@ def test_every_block_size_gives_the_naive_numbers(kind, B, N, C, monkeypatch):
     table of group minima is compacted after every block, after several, or only at the end."""
     x = _tokens(kind, B, N, C, seed=N + C)
     rho, delta2 = naive_rho_delta(x)
-    open_delta2 = naive_rho_delta(x, densest_max=False)[1]
+    # as _rho_delta returns it: +inf for the densest token (the first of rho, descending, stable)
+    densest = torch.sort(rho, dim=-1, descending=True, stable=True).indices[:, :1]
+    open_delta2 = delta2.scatter(1, densest, float('inf'))
     counts = [max(1, N // 64), min(N, 4 * max(1, N // 64))]
     want = naive_assign(x, rho, delta2, counts)
     sq = x.pow(2).sum(-1)
