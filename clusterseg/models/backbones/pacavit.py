@@ -172,7 +172,10 @@ class PaCaViT(BaseBackbone):
             raise ValueError(f'PaCaViT expects images of shape (B, {self.in_channels}, H, W), '
                              f'got {tuple(x.shape)}')
         B = x.shape[0]
-        x = self.patch_embed(x)  # (B, C0, H/4, W/4)
+        # the stem runs channels-last (a cheap copy of the 3-channel image): its convs' outputs, the
+        # LayerNorm and the stage-1 tokens are then one layout, with no transposing copies forward
+        # or backward (oneDNN would reorder a contiguous NCHW map in both directions)
+        x = self.patch_embed(x.contiguous(memory_format=torch.channels_last))  # (B, C0, H/4, W/4)
         teacher = self.paca_teacher(x) if self.paca_teacher is not None else None
         outs, clusters, attns = [], [], []
         for i in range(4):

@@ -3,6 +3,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .dwconv import eager_autograd
+
 
 def _s2_taps(size, out_size):
     """For each offset i of a 3-tap, stride-2, pad-1 window along an axis of ``size`` inputs and
@@ -27,11 +29,19 @@ def _s2_slices(H, W):
 
 
 def _im2col_s2(x):
-    """(B, H, W, C) -> (B, Ho, Wo, 3, 3, C): the 3x3 windows of a stride-2, pad-1 conv."""
+    """(B, H, W, C) -> (B, Ho, Wo, 3, 3, C): the 3x3 windows of a stride-2, pad-1 conv.
+
+    Each tap's window is copied in and only the pad it reads (a row or column at the border) is
+    zeroed: a zero-filled buffer would write the 2.25x-the-input columns twice."""
     B, H, W, C = x.shape
-    cols = x.new_zeros(B, (H + 1) // 2, (W + 1) // 2, 3, 3, C)
+    Ho, Wo = (H + 1) // 2, (W + 1) // 2
+    cols = x.new_empty(B, Ho, Wo, 3, 3, C)
     for i, j, (ro, co), (ri, ci) in _s2_slices(H, W):
-        cols[:, ro, co, i, j] = x[:, ri, ci]
+        tap = cols[:, :, :, i, j]
+        tap[:, ro, co] = x[:, ri, ci]
+        for pad in (tap[:, :ro.start], tap[:, ro.stop:], tap[:, ro, :co.start], tap[:, ro, co.stop:]):
+            if pad.numel():
+                pad.zero_()
     return cols
 
 
@@ -128,10 +138,7 @@ class ConvDownsample(nn.Module):
         nhwc = x.permute(0, 2, 3, 1)  # (B, H, W, C_in)
         # autocast / torch.compile: nn.Conv2d (the custom Function has no mixed-precision casts,
         # and the compiler fuses the conv itself)
-        eager_fp = (torch.is_grad_enabled() and not torch.jit.is_tracing()
-                    and not torch.jit.is_scripting() and not torch.compiler.is_compiling()
-                    and not torch.is_autocast_enabled(x.device.type))
-        if (eager_fp and isinstance(conv, nn.Conv2d) and nhwc.is_contiguous()
+        if (eager_autograd(x) and isinstance(conv, nn.Conv2d) and nhwc.is_contiguous()
                 and conv.kernel_size == (3, 3) and conv.stride == (2, 2) and conv.padding == (1, 1)
                 and conv.dilation == (1, 1) and conv.groups == 1 and conv.padding_mode == 'zeros'):
             y = _Conv3x3S2NHWC.apply(nhwc, conv.weight, conv.bias)  # (B, Ho, Wo, C_out)

@@ -1,7 +1,8 @@
 """Feed-forward blocks shared by the pyramid backbones (PaCa-ViT, ClusTR)."""
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
+
+from .dwconv import depthwise_conv2d
 
 
 class DWConv(nn.Module):
@@ -29,7 +30,7 @@ class DWConv(nn.Module):
         # (B, N, C) viewed as a channels-last (B, C, H, W): no copy in, none out
         x = x.view(B, H, W, C).permute(0, 3, 1, 2)
         weight = self.dwconv.weight + self.identity if self.shortcut else self.dwconv.weight
-        y = F.conv2d(x, weight, self.dwconv.bias, 1, 1, 1, C)  # (B, C, H, W), channels-last
+        y = depthwise_conv2d(x, weight, self.dwconv.bias)  # (B, C, H, W), channels-last
         return y.permute(0, 2, 3, 1).reshape(B, N, C)
 
 

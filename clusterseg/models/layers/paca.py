@@ -11,6 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .cluster import pool_clusters
+from .dwconv import depthwise_conv2d
 
 
 def _check_clusters(num_clusters):
@@ -43,13 +44,15 @@ class P2CConv2d(nn.Module):
         B, N, C = x.shape
         dw, act1, pw1, act2, pw2 = self.clustering
         x = x.view(B, *hw_shape, C).permute(0, 3, 1, 2)  # channels-last (B, C, H, W) view, no copy
-        x = act1(dw(x)).permute(0, 2, 3, 1).reshape(B, N, C)  # channels-last out: a view
+        x = act1(depthwise_conv2d(x, dw.weight, dw.bias))  # (B, C, H, W), channels-last
+        x = x.permute(0, 2, 3, 1).reshape(B, N, C)  # a view
         # a 1x1 conv is a matrix product over the channels: on the (B, N, C) tokens one GEMM each,
         # no NCHW round trip (the conv weights (out, in, 1, 1) viewed as (out, in)); the last one
         # as W @ x^T, so the logits come out (B, M, N) contiguous: the softmax over N and the
         # gradient of pool_clusters' (B, M, N) @ (B, N, C) need no transposing copy
         x = act2(F.linear(x, pw1.weight.flatten(1), pw1.bias))  # (B, N, C)
-        return torch.matmul(pw2.weight.flatten(1), x.transpose(1, 2))  # (B, M, N)
+        # bmm on the transposed view (no copy of x, the (B, M, N) result written in place)
+        return torch.bmm(pw2.weight.flatten(1).expand(B, -1, -1), x.transpose(1, 2))  # (B, M, N)
 
 
 class P2CMlp(nn.Module):

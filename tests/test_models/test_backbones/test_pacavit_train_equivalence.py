@@ -106,7 +106,7 @@ def test_inference_equals_the_straightforward_network():
             torch.testing.assert_close(o, r, rtol=1e-9, atol=1e-10)
 
 
-@pytest.mark.parametrize('hw', [(8, 8), (7, 9), (1, 5)])
+@pytest.mark.parametrize('hw', [(8, 8), (7, 9), (1, 5), (2, 3), (1, 1)])
 def test_stride2_gemm_conv_equals_conv2d(hw):
     """The taps-as-one-GEMM 3x3 / stride-2 conv of the transitions: values and gradients of input,
     weight and bias against F.conv2d (gradcheck checks the backward against finite differences)."""
