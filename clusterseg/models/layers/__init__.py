@@ -6,6 +6,7 @@ from .axial_attn import AxialAttention, AxialAttention2D
 from .cluster import pool_clusters, recording_assignments
 from .dpc_cluster import ClusteredKVAttention, cluster_counts, dpc_knn
 from .drop import DropPath
+from .dwconv import depthwise_conv2d
 from .embed import ConvDownsample, LayerNorm2d
 from .ffn import DWConv, MixFFN
 from .kmax_blocks import ASPP, ConvBN, SemanticPredictor, kmax_norm
@@ -32,5 +33,5 @@ __all__ = [
     'ASPP', 'ConvBN', 'SemanticPredictor', 'kmax_norm', 'check_fixed_size', 'crop_to_extent',
     'kmax_align_corners', 'pad_to_fixed_size', 'resize_like_kmax',
     # shared building blocks
-    'ConvDownsample', 'DropPath', 'DWConv', 'LayerNorm2d', 'MixFFN',
+    'ConvDownsample', 'DropPath', 'DWConv', 'LayerNorm2d', 'MixFFN', 'depthwise_conv2d',
 ]
