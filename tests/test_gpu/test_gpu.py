@@ -117,3 +117,39 @@ def test_mmcv_cuda_ops():
     scores = torch.tensor([0.9, 0.8, 0.7])
     _, keep = nms(boxes.to(DEVICE), scores.to(DEVICE), 0.5)
     assert keep.cpu().tolist() == [0, 2]  # box 1 overlaps box 0 (IoU 0.68) and is dropped
+
+
+def test_cpu_fast_paths_step_aside_on_cuda():
+    """The CPU-only autograd Functions (the transitions' taps-as-one-GEMM conv, the 7x7
+    depth-wise conv's backward) are not used on the GPU, where cuDNN's kernels run; the fp32
+    training step there equals the CPU's (which uses them) to fp32 rounding."""
+    from clusterseg.models.backbones import PaCaViT
+    from clusterseg.models.layers import dwconv, embed
+    arch = dict(embed_dims=[16, 32, 48, 64], depths=[1, 1, 1, 1], num_clusters=[5, 6, 7, 0],
+                clustering='conv')
+    torch.manual_seed(0)
+    cpu = PaCaViT(arch, out_indices=(0, 1, 2, 3), drop_path_rate=0.).train()
+    gpu = copy.deepcopy(cpu).to(DEVICE)
+    x = torch.randn(2, 3, 64, 48)
+    calls = []
+    originals = (embed._Conv3x3S2NHWC.apply, dwconv._DepthwiseConv2dCPU.apply)
+
+    def spy(fn):
+        def wrapped(*args):
+            calls.append(args[0].device.type)
+            return fn(*args)
+        return wrapped
+    embed._Conv3x3S2NHWC.apply = spy(originals[0])
+    dwconv._DepthwiseConv2dCPU.apply = spy(originals[1])
+    try:
+        with torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=False,
+                                        allow_tf32=False):  # fp32 convs, comparable to the CPU's
+            sum(o.sum() for o in gpu(x.to(DEVICE))).backward()
+        assert calls == []
+        sum(o.sum() for o in cpu(x)).backward()
+        assert calls and set(calls) == {'cpu'}
+    finally:
+        embed._Conv3x3S2NHWC.apply, dwconv._DepthwiseConv2dCPU.apply = originals
+    for (name, p), q in zip(cpu.named_parameters(), gpu.parameters()):
+        torch.testing.assert_close(q.grad.cpu(), p.grad, rtol=1e-3,
+                                   atol=1e-3 * p.grad.abs().max().item(), msg=lambda m: f'{name}: {m}')

@@ -36,8 +36,8 @@ class ClusTRBlock(nn.Module):
 
     def forward(self, x, hw_shape):
         """x: (B, N, C) -> (B, N, C)."""
-        x = x + self.drop_path(self.attn(self.norm1(x), hw_shape))
-        x = x + self.drop_path(self.mlp(self.norm2(x), hw_shape))
+        x = self.drop_path.residual(x, self.attn(self.norm1(x), hw_shape))
+        x = self.drop_path.residual(x, self.mlp(self.norm2(x), hw_shape))
         return x
 
 

@@ -36,8 +36,8 @@ class PaCaBlock(nn.Module):
     def forward(self, x, hw_shape, z=None, return_attn=False):
         """x: (B, N, C); z: (B, M, N) or None -> (x, z[, attn])."""
         res = self.attn(self.norm1_before(x), hw_shape, z, return_attn=return_attn)
-        x = x + self.drop_path(res[0])
-        x = x + self.drop_path(self.mlp(self.norm2_before(x), hw_shape))
+        x = self.drop_path.residual(x, res[0])
+        x = self.drop_path.residual(x, self.mlp(self.norm2_before(x), hw_shape))
         return (x, ) + tuple(res[1:])
 
 

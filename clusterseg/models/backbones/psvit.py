@@ -50,8 +50,8 @@ class PSViTBlock(nn.Module):
         """x: (B, N, C); attn: previous map (B, h, N, N) or (q, k) for a sharing block;
         return_attn: False / True / 'map' / 'qk' (see FullAttention) -> (x, attn | None)."""
         y, attn = self.attn(self.norm1(x), attn, return_attn)
-        x = x + self.drop_path(y)
-        x = x + self.drop_path(self.mlp(self.norm2(x), None))
+        x = self.drop_path.residual(x, y)
+        x = self.drop_path.residual(x, self.mlp(self.norm2(x), None))
         return x, attn
 
 

@@ -1,4 +1,5 @@
 """Stochastic depth."""
+import torch
 import torch.nn as nn
 
 
@@ -13,12 +14,24 @@ class DropPath(nn.Module):
         super().__init__()
         self.drop_prob = float(drop_prob)
 
+    def _scaled_mask(self, x):
+        """(B, 1, ...) of 0 (dropped) or 1 / keep (kept): the scale rides on the small mask, so
+        the full-size branch is multiplied once."""
+        keep = 1 - self.drop_prob
+        return x.new_empty((x.shape[0], ) + (1, ) * (x.ndim - 1)).bernoulli_(keep).div_(keep)
+
     def forward(self, x):
         if self.drop_prob == 0. or not self.training:
             return x
-        keep = 1 - self.drop_prob
-        mask = x.new_empty((x.shape[0], ) + (1, ) * (x.ndim - 1)).bernoulli_(keep)  # (B, 1, ...)
-        return x * mask / keep
+        return x * self._scaled_mask(x)
+
+    def residual(self, x, branch):
+        """``x + self(branch)`` in one pass over the tokens (``addcmul``) when training with
+        ``drop_prob > 0``, instead of a multiply and an add; the same mask as ``self(branch)``
+        draws from the same random state."""
+        if self.drop_prob == 0. or not self.training:
+            return x + branch
+        return torch.addcmul(x, branch, self._scaled_mask(branch))
 
     def extra_repr(self):
         return f'drop_prob={self.drop_prob}'

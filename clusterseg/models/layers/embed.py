@@ -129,16 +129,18 @@ class ConvDownsample(nn.Module):
     def forward(self, x):
         """x: (B, C_in, H, W) -> (B, C_out, H / stride, W / stride).
 
-        When gradients are recorded, a single 3x3 / stride-2 / pad-1 conv on a channels-last laid
-        out map (a PaCa-ViT stage's tokens viewed as (B, C, H, W)) runs as one GEMM over the taps
-        (:class:`_Conv3x3S2NHWC`) and returns a channels-last view; anything else (inference,
-        tracing for export or MAC counting, autocast, torch.compile) runs ``nn.Conv2d``.
+        When gradients are recorded on the CPU, a single 3x3 / stride-2 / pad-1 conv on a
+        channels-last laid out map (a PaCa-ViT stage's tokens viewed as (B, C, H, W)) runs as one
+        GEMM over the taps (:class:`_Conv3x3S2NHWC`) and returns a channels-last view; anything
+        else (GPU, inference, tracing for export or MAC counting, autocast, torch.compile) runs
+        ``nn.Conv2d``.
         """
         conv = self.proj
         nhwc = x.permute(0, 2, 3, 1)  # (B, H, W, C_in)
-        # autocast / torch.compile: nn.Conv2d (the custom Function has no mixed-precision casts,
-        # and the compiler fuses the conv itself)
-        if (eager_autograd(x) and isinstance(conv, nn.Conv2d) and nhwc.is_contiguous()
+        # GPU: cuDNN's conv; autocast / torch.compile: nn.Conv2d (the custom Function has no
+        # mixed-precision casts, and the compiler fuses the conv itself)
+        if (x.device.type == 'cpu' and eager_autograd(x) and isinstance(conv, nn.Conv2d)
+                and nhwc.is_contiguous()
                 and conv.kernel_size == (3, 3) and conv.stride == (2, 2) and conv.padding == (1, 1)
                 and conv.dilation == (1, 1) and conv.groups == 1 and conv.padding_mode == 'zeros'):
             y = _Conv3x3S2NHWC.apply(nhwc, conv.weight, conv.bias)  # (B, Ho, Wo, C_out)
