@@ -1,10 +1,10 @@
-"""Depth-wise convolution whose CPU weight gradient runs at forward speed.
+"""Depth-wise convolution with a faster CPU backward for 5x5 and larger kernels.
 
 PaCa-ViT's clustering starts with a 7x7 depth-wise conv on a channels-last map (the (B, N, C)
 tokens viewed as (B, C, H, W)). On CPU, oneDNN computes the weight gradient of such a conv at a
-fraction of its forward's rate: at 7x7 and batch 1 the full backward takes 2-2.4x as long as the
-one below (tools/analysis_tools/benchmark_dwconv.py prints the figures). Both gradients are
-depth-wise convolutions themselves, and are run as such:
+fraction of its forward's rate. Both gradients are depth-wise convolutions themselves, and are run
+as such, which makes PaCa-ViT-tiny's 7x7 forward + backward 1.6-2.5x faster at batch 1 and
+1.0-1.2x at batch 8 (tools/analysis_tools/benchmark_dwconv.py prints the figures):
 
 * input:  ``dL/dx = dwconv(dL/dy, flip(w))`` (stride 1, the same 'same' padding);
 * weight: ``dL/dw[c] = sum_b xcorr(pad(x)[b, c], dL/dy[b, c])``: one depth-wise conv of the
