@@ -3,8 +3,8 @@
 PaCa-ViT's clustering starts with a 7x7 depth-wise conv on a channels-last map (the (B, N, C)
 tokens viewed as (B, C, H, W)). On CPU, oneDNN computes the weight gradient of such a conv at a
 fraction of its forward's rate. Both gradients are depth-wise convolutions themselves, and are run
-as such, which makes PaCa-ViT-tiny's 7x7 forward + backward 1.6-2.5x faster at batch 1 and
-1.0-1.2x at batch 8 (tools/analysis_tools/benchmark_dwconv.py prints the figures):
+as such, which makes PaCa-ViT-tiny's 7x7 forward + backward 1.5-2.5x faster at batch 1 and
+1.0-1.4x at batch 8 (tools/analysis_tools/benchmark_dwconv.py prints the figures):
 
 * input:  ``dL/dx = dwconv(dL/dy, flip(w))`` (stride 1, the same 'same' padding);
 * weight: ``dL/dw[c] = sum_b xcorr(pad(x)[b, c], dL/dy[b, c])``: one depth-wise conv of the
