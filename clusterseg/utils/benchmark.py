@@ -276,15 +276,31 @@ class _TotalOnly:
         return False
 
 
-def _cpu_sdpa_flop_mapping():
-    """torch's own SDPA formulas for the CPU fused kernel, which ``FlopCounterMode`` does not
-    register (it counts 0 FLOPs for ``_scaled_dot_product_flash_attention_for_cpu`` and its
-    backward): 4 * B * h * N * M * d forward (QK^T and PV), 2.5x that backward (five products,
-    QK^T recomputed)."""
+def _grouped_conv_backward_flops(grad_out, x, w, bias, stride, padding, dilation, transposed,
+                                 output_padding, groups, output_mask, out_shape=None, **kwargs):
+    """FLOPs of ``convolution_backward`` (shapes in), grouped convolutions included: each of the
+    two gradients asked for costs what the forward does, ``2 * B * C_out * prod(out) *
+    (C_in / groups) * prod(kernel)``. torch's formula forms the weight gradient as a dense
+    convolution over the channels, which for a depth-wise conv counts C times its products."""
+    import math
+    # every weight element meets every position of the map on the kernel's input side of the
+    # product: the output for a convolution, the input for a transposed one (weight (C_in,
+    # C_out / groups, k...) there); w[0] * w[1] is C_out * C_in / groups either way
+    side = x if transposed else grad_out
+    forward = 2 * side[0] * math.prod(side[2:]) * w[0] * w[1] * math.prod(w[2:])
+    return forward * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
+
+
+def _flop_mapping():
+    """Formulas ``FlopCounterMode`` lacks or gets wrong. torch's own SDPA formulas for the CPU
+    fused kernel, which it does not register (it counts 0 FLOPs for
+    ``_scaled_dot_product_flash_attention_for_cpu`` and its backward): 4 * B * h * N * M * d
+    forward (QK^T and PV), 2.5x that backward (five products, QK^T recomputed). And
+    :func:`_grouped_conv_backward_flops` for ``convolution_backward``."""
     import torch
     from torch.utils import flop_counter as fc
     aten = torch.ops.aten
-    mapping = {}
+    mapping = {aten.convolution_backward: _grouped_conv_backward_flops}
     if hasattr(aten, '_scaled_dot_product_flash_attention_for_cpu'):
         mapping[aten._scaled_dot_product_flash_attention_for_cpu] = (  # shapes in, as registered
             lambda q, k, v, *args, out_shape=None, **kwargs: fc.sdpa_flop_count(q, k, v))
@@ -300,7 +316,7 @@ def count_flops(fn):
     is 2 FLOPs; matrix products, convolutions and attention kernels, the CPU fused attention
     included)."""
     from torch.utils.flop_counter import FlopCounterMode
-    counter = FlopCounterMode(display=False, custom_mapping=_cpu_sdpa_flop_mapping())
+    counter = FlopCounterMode(display=False, custom_mapping=_flop_mapping())
     if hasattr(counter, 'mod_tracker'):
         counter.mod_tracker = _TotalOnly()
     with counter:
@@ -324,6 +340,131 @@ def gemm_gflops(n=None, repeat=5, device='cpu', threads=None):
     b = torch.randn(n, n, device=device)
     best, _ = best_of(lambda: a @ b, repeat=repeat, warmup=1, device=device)
     return 2 * n**3 / best / 1e9
+
+
+# ---------------------------------------------------------------------------------- where the time goes
+# the op classes of :func:`op_breakdown`, in the order they are printed: (label, test on an aten
+# op's name, e.g. 'aten.addmm.default'); the first that matches wins, the last class takes the rest
+OP_CLASSES = (
+    ('matrix products', lambda n: n.split('.')[1] in ('mm', 'addmm', 'bmm', 'baddbmm', 'addbmm')),
+    ('convolutions', lambda n: 'convolution' in n),
+    ('fused attention', lambda n: 'scaled_dot_product' in n),
+    ('element-wise, norms, softmax, copies', lambda n: True),
+)
+
+
+def classify_op(name):
+    """The label of :data:`OP_CLASSES` an aten op name (``'aten.mm.default'``) falls in."""
+    return next(label for label, test in OP_CLASSES if test(name))
+
+
+def _op_timer():
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class OpTimer(TorchDispatchMode):
+        """Wall time of every aten op called under it, forward and backward (the autograd engine
+        runs a CPU backward on the calling thread, so its ops are seen too); synchronises CUDA
+        around each op."""
+
+        def __init__(self, device):
+            super().__init__()
+            self.device, self.seconds = device, {}
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            sync(self.device)
+            start = time.perf_counter()
+            out = func(*args, **(kwargs or {}))
+            sync(self.device)
+            name = str(func)
+            self.seconds[name] = self.seconds.get(name, 0.) + time.perf_counter() - start
+            return out
+
+    return OpTimer
+
+
+def _flops_by_op(fn):
+    """FLOPs of calling ``fn()`` per aten op (``'aten.mm.default'`` -> FLOPs), as
+    :func:`count_flops` counts them."""
+    from torch.utils.flop_counter import FlopCounterMode
+    counter = FlopCounterMode(display=False, custom_mapping=_flop_mapping())
+    if hasattr(counter, 'mod_tracker'):
+        counter.mod_tracker = _TotalOnly()
+    with counter:
+        fn()
+    counts = counter.get_flop_counts().get('Global', {})
+    return {f'{packet}.default' if str(packet).count('.') == 1 else str(packet): int(v)
+            for packet, v in counts.items()}
+
+
+def op_breakdown(step, repeat=3, warmup=1, device='cpu'):
+    """Where the time of ``step()`` goes: wall time and FLOPs per op class (:data:`OP_CLASSES`).
+
+    Each op is timed with ``time.perf_counter`` around its call inside a
+    ``TorchDispatchMode`` (not ``torch.profiler``, whose per-op self times on this kind of host
+    add up to more than the step). Of ``repeat`` timed steps after ``warmup`` untimed ones, the one
+    whose ops took least in total is kept. FLOPs are counted by ``FlopCounterMode`` over one more
+    step (forward and backward, each op as it runs; the harness's train rows count 3x the forward
+    instead).
+
+    Returns:
+        dict: ``step_s`` (best untimed step, as :func:`best_of`), ``timed_step_s`` (the kept step's
+        wall time under the timer), ``classes``: a list of dicts ``label``, ``seconds``, ``flops``,
+        ``ops`` (op name -> seconds, largest first), in :data:`OP_CLASSES` order; ``outside_ops_s``:
+        the kept step's time outside aten ops (Python, the autograd engine, the timer itself).
+    """
+    step_s, _ = best_of(step, repeat, warmup, device)
+    timer_cls = _op_timer()
+    best = None
+    for _ in range(max(1, repeat)):
+        timer = timer_cls(device)
+        start = time.perf_counter()
+        with timer:
+            step()
+        sync(device)
+        wall = time.perf_counter() - start
+        if best is None or sum(timer.seconds.values()) < sum(best[0].values()):
+            best = (timer.seconds, wall)
+    seconds, wall = best
+    flops = _flops_by_op(step)
+    classes = []
+    for label, _ in OP_CLASSES:
+        ops = {n: s for n, s in seconds.items() if classify_op(n) == label}
+        classes.append(dict(label=label, seconds=sum(ops.values()),
+                            flops=sum(f for n, f in flops.items() if classify_op(n) == label),
+                            ops=dict(sorted(ops.items(), key=lambda kv: -kv[1]))))
+    return dict(step_s=step_s, timed_step_s=wall, classes=classes,
+                outside_ops_s=max(0., wall - sum(seconds.values())))
+
+
+def format_breakdown(result, gemm_gflops_per_s, headline_flops=None, top=3):
+    """Lines of a table of :func:`op_breakdown`'s result: per class its time, share of the ops'
+    time, GFLOP, GFLOP/s and that over ``gemm_gflops_per_s``, its largest ops; then the ceilings
+    of the GEMM fraction (``headline_flops``, e.g. a train row's 3x-forward count, over the GEMM
+    rate) if only the matrix products, then only the classes with FLOPs, took time."""
+    classes = result['classes']
+    total = sum(c['seconds'] for c in classes) or float('nan')
+    lines = [f"{'op class':38s} {'ms':>8s} {'share':>6s} {'GFLOP':>7s} {'GFLOP/s':>8s} "
+             f"{'xGEMM':>6s}  largest ops (ms)"]
+    for c in classes:
+        rate = c['flops'] / c['seconds'] / 1e9 if c['flops'] and c['seconds'] else float('nan')
+        largest = ', '.join(f"{n.replace('aten.', '').replace('.default', '')} {s * 1e3:.1f}"
+                            for n, s in list(c['ops'].items())[:top])
+        lines.append(f"{c['label']:38s} {c['seconds'] * 1e3:8.1f} {c['seconds'] / total:6.2f} "
+                     f"{c['flops'] / 1e9:7.1f} {_fmt(rate, 1):>8s} "
+                     f"{_fmt(rate / gemm_gflops_per_s if gemm_gflops_per_s else float('nan'), 2):>6s}"
+                     f"  {largest}")
+    lines.append(f"{'(outside aten ops: Python, autograd, timer)':38s} {result['outside_ops_s'] * 1e3:8.1f}")
+    lines.append(f"step {result['step_s'] * 1e3:.1f} ms untimed, {result['timed_step_s'] * 1e3:.1f} ms "
+                 f"under the op timer")
+    if headline_flops and gemm_gflops_per_s:
+        ideal = headline_flops / 1e9 / gemm_gflops_per_s  # seconds at the square-GEMM rate
+        gemm_s = classes[0]['seconds']
+        counted_s = sum(c['seconds'] for c in classes if c['flops'])
+        lines.append(f"GEMM fraction now {ideal / result['step_s']:.2f}; ceiling if nothing but the "
+                     f"matrix products took time: {ideal / gemm_s:.2f}; if only the ops with FLOPs "
+                     f"(products, convolutions, attention) did: {ideal / counted_s:.2f}")
+    return lines
 
 
 # ---------------------------------------------------------------------------------- one point

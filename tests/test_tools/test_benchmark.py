@@ -62,6 +62,30 @@ def test_train_mode_with_cp(tmp_path):
     assert (tmp_path / 'benchmark.png').read_bytes()[:4] == b'\x89PNG'
 
 
+def test_breakdown_of_a_train_step(tmp_path):
+    """--breakdown: one table per backbone point, the four op classes, and the ceilings."""
+    proc = run_tool([TOOL, '--models', 'pacavit-tiny', '--mode', 'train', '--sizes', '64',
+                     '--batch-sizes', '1', '--repeat', '1', '--threads', '1', '--gemm-size', '256',
+                     '--out-dir', str(tmp_path), '--no-progress', '--breakdown'])
+    out = proc.stdout
+    table = out[out.index('where the time goes, pacavit-tiny 64px batch 1 (train)'):]
+    lines = {ln.strip().split('  ')[0]: ln for ln in table.splitlines()[1:8]}
+    for label in ('matrix products', 'convolutions', 'fused attention',
+                  'element-wise, norms, softmax, copies'):
+        assert label in lines, table
+    # PaCa-ViT's products, its depth-wise convs and its attention each did work (GFLOP > 0), and
+    # the backward ran under the timer (its ops are listed)
+    for label in ('matrix products', 'convolutions', 'fused attention'):
+        ms, share, gflop = lines[label].strip()[len(label):].split()[:3]
+        assert float(ms) > 0 and 0 < float(share) < 1 and float(gflop) > 0, lines[label]
+    assert 'convolution_backward' in lines['convolutions']
+    assert '_backward' in lines['fused attention']
+    ceilings = next(ln for ln in table.splitlines() if 'GEMM fraction now' in ln)
+    now, products_only, with_flops = [float(t.rstrip(';')) for t in ceilings.split()
+                                      if t.rstrip(';').replace('.', '', 1).isdigit()]
+    assert now < with_flops < products_only  # each ceiling takes time away, so it is higher
+
+
 def test_failed_and_skipped_points_are_recorded(tmp_path):
     """A config that cannot build gives error rows, not a crash, the others still run, and a
     point extrapolated past --max-seconds is skipped with the reason."""

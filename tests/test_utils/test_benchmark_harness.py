@@ -104,6 +104,81 @@ def test_flops_of_the_cpu_fused_attention():
         == fwd + 5 * fwd // 2
 
 
+@pytest.mark.parametrize('groups,transposed', [(1, False), (4, False), (8, False), (1, True),
+                                               (4, True)])
+def test_flops_of_a_grouped_conv_backward(groups, transposed):
+    """Each gradient of a convolution costs its forward's products, depth-wise included (torch's
+    formula forms the weight gradient as a dense conv and counts C times too many)."""
+    import torch
+    import torch.nn.functional as F
+    x = torch.randn(2, 8, 10, 12, requires_grad=True)
+    if transposed:  # (C_in, C_out / groups, k, k), stride 2: the input side has 10 x 12 positions
+        w = torch.randn(8, 16 // groups, 3, 3, requires_grad=True)
+        fwd = 2 * 2 * 10 * 12 * 8 * (16 // groups) * 9
+
+        def conv():
+            return F.conv_transpose2d(x, w, stride=2, groups=groups)
+    else:  # 16 outputs of 10 x 12, each 8 / groups x 3 x 3 products
+        w = torch.randn(16, 8 // groups, 3, 3, requires_grad=True)
+        fwd = 2 * 2 * 16 * 10 * 12 * (8 // groups) * 9
+
+        def conv():
+            return F.conv2d(x, w, padding=1, groups=groups)
+    assert bm.count_flops(conv) == fwd
+    assert bm.count_flops(lambda: conv().sum().backward()) == 3 * fwd
+    x.requires_grad_(False)  # the weight gradient only
+    assert bm.count_flops(lambda: conv().sum().backward()) == 2 * fwd
+
+
+def test_op_breakdown_of_a_linear_gelu_conv_step():
+    """Every aten op of forward and backward lands in its class, with the FLOPs a hand count gives;
+    the classes' times add up to at most the step's time under the timer."""
+    import torch
+    import torch.nn.functional as F
+    lin = torch.nn.Linear(16, 32)
+    w = torch.randn(32, 1, 3, 3, requires_grad=True)
+    x = torch.randn(64, 16)
+
+    def step():
+        h = F.gelu(lin(x))  # (64, 32): addmm; gelu
+        y = F.conv2d(h.t().reshape(1, 32, 8, 8), w, padding=1, groups=32)  # depth-wise
+        y.square().mean().backward()
+        lin.zero_grad(set_to_none=True)
+        w.grad = None
+
+    res = bm.op_breakdown(step, repeat=2, warmup=1)
+    by = {c['label']: c for c in res['classes']}
+    assert list(by) == [label for label, _ in bm.OP_CLASSES]
+    gemm, conv = by['matrix products'], by['convolutions']
+    # the addmm forward and, x needing no gradient, the weight gradient's mm only
+    assert gemm['flops'] == 2 * 2 * 64 * 16 * 32
+    assert 'aten.addmm.default' in gemm['ops'] and 'aten.mm.default' in gemm['ops']
+    # forward, and both gradients (h comes from lin, so it needs one): 32 maps of 64 positions,
+    # 9 products each
+    assert conv['flops'] == 3 * 2 * 32 * 64 * 9
+    elementwise = by['element-wise, norms, softmax, copies']
+    assert elementwise['flops'] == 0
+    assert 'aten.gelu.default' in elementwise['ops'] and 'aten.gelu_backward.default' in elementwise['ops']
+    assert by['fused attention']['seconds'] == 0 and not by['fused attention']['ops']
+    total = sum(c['seconds'] for c in res['classes'])
+    assert 0 < total <= res['timed_step_s'] and res['step_s'] > 0
+    assert math.isclose(res['outside_ops_s'], res['timed_step_s'] - total, abs_tol=1e-9)
+    lines = bm.format_breakdown(res, 100., headline_flops=1e9)
+    assert lines[1].startswith('matrix products') and 'addmm' in lines[1]
+    ceilings = lines[-1]
+    assert ceilings.startswith('GEMM fraction now') and 'ceiling' in ceilings
+
+
+def test_classify_op():
+    assert bm.classify_op('aten.mm.default') == 'matrix products'
+    assert bm.classify_op('aten.bmm.default') == 'matrix products'
+    assert bm.classify_op('aten.convolution_backward.default') == 'convolutions'
+    assert bm.classify_op('aten._scaled_dot_product_flash_attention_for_cpu_backward.default') \
+        == 'fused attention'
+    assert bm.classify_op('aten.mm_like_but_not.default') != 'matrix products'
+    assert bm.classify_op('aten.gelu.default') == 'element-wise, norms, softmax, copies'
+
+
 def test_gemm_gflops_is_positive():
     assert bm.gemm_gflops(n=128, repeat=1) > 0
 

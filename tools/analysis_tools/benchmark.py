@@ -26,6 +26,15 @@ point whose time (or memory), extrapolated from the model's previous size, excee
 worker still running after 2 x --max-seconds + 120 s is stopped. A point that fails (an input
 size a model cannot take, out of memory) is recorded with its error and left out of the plot.
 
+``--breakdown``: for every backbone point, one more process times each aten op of one step
+(forward and backward in train mode) inside a ``TorchDispatchMode`` and prints the time, share,
+GFLOP and GFLOP/s of four op classes (matrix products, convolutions, fused attention, the rest:
+element-wise ops, norms, softmax, copies), the time outside aten ops, and two ceilings of the GEMM
+fraction: the step's FLOPs at the GEMM rate over the time of the matrix products alone, and over
+that of every class with FLOPs. A ceiling below a goal says the goal cannot be reached by making
+the other classes faster. Backward FLOPs of grouped convolutions are counted per group (torch's
+own formula counts a depth-wise weight gradient C times).
+
 Writes ``--csv`` (the harness's one schema) and ``--plot`` (time and peak memory vs size per
 model, GEMM fraction bars); ``--out-dir DIR`` puts them at DIR/benchmark.csv and
 DIR/benchmark.png. A progress bar over the points goes to stderr (--no-progress: none).
@@ -37,6 +46,9 @@ example:
   # training step, peak memory with and without gradient checkpointing
   python tools/analysis_tools/benchmark.py --mode train --with-cp --sizes 512 --batch-sizes 1 8 \\
       --models pacavit-tiny clustr-tiny psvit-tiny mit-b1 pvtv2-b1 --out-dir work_dirs/benchmark_train
+  # where one PaCa-ViT-tiny training step spends its time, by op class
+  python tools/analysis_tools/benchmark.py --mode train --sizes 512 --batch-sizes 1 \\
+      --models pacavit-tiny --threads 2 --keep-freed-memory --breakdown
   # onnxruntime vs eager and bf16 autocast vs fp32 (speed and output drift), same run
   python tools/analysis_tools/benchmark.py --models pacavit-tiny psvit-tiny --sizes 224 512 --onnx --bf16
   # whole models from configs, any scope
@@ -123,32 +135,80 @@ def _tensors(out):
     return []
 
 
-def _point(model, forward, x, mode, repeat, warmup, device):
-    """The harness's measurement of one built model: ``forward(x)`` in infer or train mode."""
+def _step_fns(model, forward, x, mode):
+    """``(step, flop_fn, flop_scale)`` of the harness for ``forward(x)`` in infer or train mode
+    (the model put in eval / train mode): a train step is the forward, the backward of the mean
+    squared outputs and freeing the gradients."""
     import torch
-    params = sum(p.numel() for p in model.parameters())
     if mode == 'infer':
         model.eval()
 
         def step():
             with torch.no_grad():
                 forward(x)
-        flop_fn, scale = None, 1  # the first warm-up forward is counted
-    else:
-        model.train()
+        return step, None, 1  # the first warm-up forward is counted
+    model.train()
 
-        def step():
-            loss = sum((t.float() ** 2).mean() for t in _tensors(forward(x)) if t.requires_grad)
-            loss.backward()
-            model.zero_grad(set_to_none=True)
+    def step():
+        loss = sum((t.float() ** 2).mean() for t in _tensors(forward(x)) if t.requires_grad)
+        loss.backward()
+        model.zero_grad(set_to_none=True)
 
-        def flop_fn():
-            with torch.no_grad():
-                forward(x)
-        scale = bm.TRAIN_FLOP_FACTOR
+    def flop_fn():
+        with torch.no_grad():
+            forward(x)
+    return step, flop_fn, bm.TRAIN_FLOP_FACTOR
+
+
+def _point(model, forward, x, mode, repeat, warmup, device):
+    """The harness's measurement of one built model: ``forward(x)`` in infer or train mode."""
+    import torch
+    params = sum(p.numel() for p in model.parameters())
+    step, flop_fn, scale = _step_fns(model, forward, x, mode)
     m = bm.measure(step, repeat, warmup, device, flop_fn=flop_fn, flop_scale=scale)
     return dict(time_s=m['time_s'], flops=m['flops'], peak_mem_mib=m['peak_mem_mib'], params=params,
                 threads=torch.get_num_threads(), minor_faults=m['minor_faults'])
+
+
+def breakdown_point(name, size, batch, mode='train', repeat=3, warmup=1, device='cpu', zoo=None):
+    """Worker: :func:`clusterseg.utils.benchmark.op_breakdown` of one backbone of ``zoo`` (default
+    :data:`BACKBONES`) at one point, with the point's FLOPs as its row counts them
+    (``headline_flops``)."""
+    import torch
+    torch.manual_seed(0)
+    model = (zoo or BACKBONES)[name]['build'](size, False).to(device)
+    x = torch.randn(batch, 3, size, size, device=device)
+    step, flop_fn, scale = _step_fns(model, model, x, mode)
+    result = bm.op_breakdown(step, repeat, warmup, device)
+    result['headline_flops'] = bm.count_flops(flop_fn or step) * scale
+    return result
+
+
+def run_breakdowns(models, sizes, batch_sizes, mode, repeat, warmup, device, threads, gemm,
+                   keep_freed=False, worker=None, timeout=None):
+    """:func:`breakdown_point` (or ``worker``, same arguments) of every (model, size, batch) in
+    its own process; prints each table and returns ``[(model, size, batch, result or error)]``."""
+    worker = worker or breakdown_point
+    out = []
+    for name in models:
+        for size in sizes:
+            for batch in batch_sizes:
+                label = f'{name} {size}px batch {batch} ({mode})'
+                try:
+                    res = bm.run_isolated(worker, dict(name=name, size=size, batch=batch, mode=mode,
+                                                       repeat=repeat, warmup=warmup, device=device),
+                                          name=label, threads=threads, timeout=timeout,
+                                          keep_freed=keep_freed)
+                except bm.WorkerError as e:
+                    print(f'\nwhere the time goes, {label}: failed: {e}')
+                    out.append((name, size, batch, str(e)))
+                    continue
+                print(f'\nwhere the time goes, {label}: each aten op timed inside one step, the '
+                      f'quickest of {repeat}')
+                for line in bm.format_breakdown(res, gemm, res['headline_flops']):
+                    print('  ' + line)
+                out.append((name, size, batch, res))
+    return out
 
 
 def backbone_point(name, size, batch, mode='infer', with_cp=False, repeat=3, warmup=1,
@@ -458,6 +518,10 @@ def parse_args(argv=None):
     parser.add_argument('--bf16', action='store_true',
                         help='also time torch.autocast(bfloat16) inference against fp32 and print '
                              'the drift of the outputs (max |diff|, relative L2)')
+    parser.add_argument('--breakdown', action='store_true',
+                        help='also time every aten op of one step of each backbone point (forward '
+                             'and backward in train mode, in its own process) and print where the '
+                             'time goes by op class, with the ceilings of the GEMM fraction')
     add_progress_argument(parser)
     args = parser.parse_args(argv)
     if args.names and len(args.names) != len(args.configs):
@@ -505,6 +569,10 @@ def main(argv=None):
         if args.csv:
             files.append(write_deploy_csv(extra, osp.splitext(args.csv)[0] + f'_{check}.csv'))
         rows = rows + extra
+    if args.breakdown and args.models:
+        run_breakdowns(args.models, args.sizes, args.batch_sizes, args.mode, args.repeat, args.warmup,
+                       args.device, args.threads, gemm, keep_freed=args.keep_freed_memory,
+                       timeout=2 * args.max_seconds + 120 if args.max_seconds else None)
     print('wrote ' + ', '.join(files))
     return rows
 

@@ -24,6 +24,9 @@ Example:
     # training step: GEMM fraction and the ratio to the straightforward network
     python tools/analysis_tools/benchmark_pacavit.py --mode train --sizes 512 --batch-sizes 1 8 \\
         --models pacavit-tiny pacavit-tiny-naive --threads 1 --repeat 3
+    # where the training step's time goes, by op class, with the ceilings of the GEMM fraction
+    python tools/analysis_tools/benchmark_pacavit.py --mode train --sizes 512 --batch-sizes 1 8 \\
+        --models pacavit-tiny --threads 2 --repeat 3 --keep-freed-memory --breakdown
     # training memory with and without gradient checkpointing
     python tools/analysis_tools/benchmark_pacavit.py --mode train --with-cp --sizes 512 --batch-sizes 8 \\
         --models pacavit-tiny --repeat 1
@@ -136,6 +139,11 @@ def point(name, **kwargs):
     return bench.backbone_point(name, zoo=ZOO, **kwargs)
 
 
+def breakdown_worker(name, **kwargs):
+    """Worker: where the time of one step of a backbone of :data:`ZOO` goes, by op class."""
+    return bench.breakdown_point(name, zoo=ZOO, **kwargs)
+
+
 def skip_mhsa(name, size, batch):
     tokens = (size // 4)**2
     if name.startswith('pacavit-tiny-mhsa') and tokens > MHSA_MAX_TOKENS:
@@ -181,6 +189,10 @@ def parse_args(argv=None):
                         help='skip points extrapolated to take longer (0: no limit)')
     parser.add_argument('--out', help='write the rows as JSON here')
     parser.add_argument('--csv', help="write the rows here (the harness's CSV schema)")
+    parser.add_argument('--breakdown', action='store_true',
+                        help='also time every aten op of one step of each point (in its own '
+                             'process) and print where the time goes by op class, with the '
+                             'ceilings of the GEMM fraction (see tools/analysis_tools/benchmark.py)')
     add_progress_argument(parser)
     return parser.parse_args(argv)
 
@@ -242,6 +254,11 @@ def main(argv=None):
             for key, frac in bm.run_isolated(profile_pacavit, dict(size=512), name='profile pacavit-tiny',
                                              threads=args.threads):
                 print(f'  {frac * 100:5.1f} %  {key}')
+    if args.breakdown:
+        bench.run_breakdowns([m for m in args.models if m in ZOO], args.sizes, args.batch_sizes,
+                             args.mode, args.repeat, 1, 'cpu', args.threads, gemm,
+                             keep_freed=args.keep_freed_memory, worker=breakdown_worker,
+                             timeout=2 * args.max_seconds + 120 if args.max_seconds else None)
     if args.out:
         with open(args.out, 'w') as f:
             json.dump(rows, f, indent=1)
