@@ -311,14 +311,20 @@ def _flop_mapping():
     return mapping
 
 
-def count_flops(fn):
-    """FLOPs of calling ``fn()``, by ``torch.utils.flop_counter.FlopCounterMode`` (a multiply-add
-    is 2 FLOPs; matrix products, convolutions and attention kernels, the CPU fused attention
-    included)."""
+def _flop_counter():
+    """``FlopCounterMode`` with :func:`_flop_mapping` and only the global total tracked."""
     from torch.utils.flop_counter import FlopCounterMode
     counter = FlopCounterMode(display=False, custom_mapping=_flop_mapping())
     if hasattr(counter, 'mod_tracker'):
         counter.mod_tracker = _TotalOnly()
+    return counter
+
+
+def count_flops(fn):
+    """FLOPs of calling ``fn()``, by ``torch.utils.flop_counter.FlopCounterMode`` (a multiply-add
+    is 2 FLOPs; matrix products, convolutions and attention kernels, the CPU fused attention
+    included)."""
+    counter = _flop_counter()
     with counter:
         fn()
     return int(counter.get_total_flops())
@@ -386,10 +392,7 @@ def _op_timer():
 def _flops_by_op(fn):
     """FLOPs of calling ``fn()`` per aten op (``'aten.mm.default'`` -> FLOPs), as
     :func:`count_flops` counts them."""
-    from torch.utils.flop_counter import FlopCounterMode
-    counter = FlopCounterMode(display=False, custom_mapping=_flop_mapping())
-    if hasattr(counter, 'mod_tracker'):
-        counter.mod_tracker = _TotalOnly()
+    counter = _flop_counter()
     with counter:
         fn()
     counts = counter.get_flop_counts().get('Global', {})
